@@ -1,0 +1,38 @@
+# refine_dp_jax: one-command setup + run / test on a fresh machine.
+# Python: jax 0.9.2 on CPython 3.11 (measured choice, see docs/environment.md). We look for a
+# 3.11 interpreter on PATH, then under pyenv's root.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON_311 := $(shell for p in python3.11 $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.11*/bin/python3.11 2>/dev/null | sort -V -r); do $$p -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null && { command -v $$p; break; }; done)
+EXPERIMENT ?= testbed
+OUT ?= runs/$(EXPERIMENT)
+
+.PHONY: venv test run lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON_311)" || { echo "error: no Python 3.11 found (PATH or pyenv); install it, e.g. 'pyenv install 3.11'"; exit 1; }
+	@test -x $(PY) || $(PYTHON_311) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+run: venv
+	MUJOCO_GL=osmesa $(VENV)/bin/refine-dp pipeline --experiment $(EXPERIMENT) --out $(OUT)
+
+bench: venv
+	$(PY) -m benchmarks.run --quick
+
+clean:
+	rm -rf $(VENV) .jax_cache .pytest_cache

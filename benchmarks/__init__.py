@@ -1,0 +1,1 @@
+"""Throughput benchmarks; each appends JSON lines to benchmarks/results.jsonl."""

@@ -1,0 +1,56 @@
+"""Shared benchmark plumbing: AOT compile timing and the JSON-lines results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import jax
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results.jsonl")
+RUN_ID = os.environ.get("BENCH_RUN_ID", uuid.uuid4().hex[:12])
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=os.path.dirname(__file__), text=True,
+            stderr=subprocess.DEVNULL,
+        ).strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed_compile(fn, *args) -> tuple[Any, float]:
+    """Ahead-of-time compile of jit(fn) for ``args``; returns (compiled, seconds)."""
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - t
+
+
+def append_result(benchmark: str, **fields: Any) -> dict:
+    """Appends one JSON line with the run's context (device, versions, git revision, run id)."""
+    import mujoco
+
+    dev = jax.devices()[0]
+    row = {
+        "benchmark": benchmark,
+        **fields,
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "platform": dev.platform,
+        "jax": jax.__version__,
+        "mujoco": mujoco.__version__,
+        "python": platform.python_version(),
+        "git_rev": git_rev(),
+        "run_id": RUN_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row

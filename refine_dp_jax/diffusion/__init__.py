@@ -1,0 +1,1 @@
+"""Diffusion: schedules, samplers with per-step likelihoods, denoisers."""

@@ -1,0 +1,24 @@
+"""Environments: the pure contract, the registry, and every registered embodiment/task."""
+
+from refine_dp_jax.envs.base import (
+    Env,
+    EnvState,
+    denormalize_command,
+    make,
+    names,
+    normalize_command,
+    register,
+)
+
+# Importing a task module registers its environments.
+from refine_dp_jax.envs import testbed  # noqa: E402,F401
+
+__all__ = [
+    "Env",
+    "EnvState",
+    "denormalize_command",
+    "make",
+    "names",
+    "normalize_command",
+    "register",
+]

@@ -1,0 +1,5 @@
+"""Project-wide exception types."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid (raised before anything compiles)."""

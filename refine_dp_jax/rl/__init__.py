@@ -1,0 +1,1 @@
+"""RL maths: GAE, Gaussian PPO, DPPO, running normalizers. Pure functions."""

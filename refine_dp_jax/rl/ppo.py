@@ -1,0 +1,71 @@
+"""Gaussian-policy PPO loss (the LLC's learner and the MLP+PPO baseline).
+
+Shape legend: M minibatch size, Da action dim. The policy is N(mu(s), diag(exp(log_std))^2),
+unsquashed (the environment clips actions).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class PPOLossOut(NamedTuple):
+    loss: jax.Array
+    pg_loss: jax.Array
+    v_loss: jax.Array
+    entropy: jax.Array
+    approx_kl: jax.Array
+    clip_frac: jax.Array
+
+
+def diag_gaussian_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """Sum over the last axis of log N(x; mean, exp(log_std)^2). [M, Da] -> [M]."""
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z * z - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+
+
+def diag_gaussian_entropy(log_std: jax.Array) -> jax.Array:
+    """Entropy of a diagonal Gaussian, summed over the last axis."""
+    return jnp.sum(log_std + 0.5 * (1.0 + jnp.log(2.0 * jnp.pi)), axis=-1)
+
+
+def ppo_loss(
+    mean: jax.Array,
+    log_std: jax.Array,
+    values: jax.Array,
+    actions: jax.Array,
+    old_log_prob: jax.Array,
+    advantages: jax.Array,
+    returns: jax.Array,
+    clip_eps: jax.Array | float = 0.2,
+    vf_coef: jax.Array | float = 0.5,
+    ent_coef: jax.Array | float = 0.0,
+    normalize_advantages: bool = True,
+) -> PPOLossOut:
+    """Clipped-surrogate PPO loss.
+
+    mean: [M, Da]; log_std: [Da] or [M, Da]; values, old_log_prob, advantages, returns: [M];
+    actions: [M, Da]. loss = pg_loss + vf_coef * mean((V - R)^2) - ent_coef * entropy.
+    """
+    if normalize_advantages:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    log_std = jnp.broadcast_to(log_std, mean.shape)
+    logp = diag_gaussian_log_prob(actions, mean, log_std)
+    log_ratio = logp - old_log_prob
+    ratio = jnp.exp(log_ratio)
+    pg = jnp.maximum(-advantages * ratio, -advantages * jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps))
+    pg_loss = jnp.mean(pg)
+    v_loss = jnp.mean(jnp.square(values - returns))
+    entropy = jnp.mean(diag_gaussian_entropy(log_std))
+    loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
+    return PPOLossOut(
+        loss=loss,
+        pg_loss=pg_loss,
+        v_loss=v_loss,
+        entropy=entropy,
+        approx_kl=jnp.mean((ratio - 1.0) - log_ratio),
+        clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)),
+    )

@@ -1,0 +1,199 @@
+"""DPPO learner: sampling with the frozen/trainable split, stored-chain likelihoods, and the
+update over (decision, denoising step) pairs. Independent of any environment: the rollout code
+(``train.rollout`` for MJX tasks, ``probe`` for the bandit) builds a ``DPPOBatch``.
+
+Shape legend: N decisions in the batch, K' fine-tuned steps, Ta chunk, Da action dim,
+To history, Ds observation dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from refine_dp_jax.config import DiffusionConfig, DPPOConfig, check_divisible
+from refine_dp_jax.diffusion import sampler as smp
+from refine_dp_jax.diffusion.networks import apply_fn
+from refine_dp_jax.diffusion.schedule import make_schedule
+from refine_dp_jax.rl.dppo import dppo_loss
+from refine_dp_jax.rl.normalize import RewardScaler, reward_scaler_init
+from refine_dp_jax.train.optim import adam_apply, adam_init
+
+
+@struct.dataclass
+class DPPOHyper:
+    """Dynamic hyperparameters: array leaves, so a sweep is a vmap axis, not a recompile."""
+
+    actor_lr: jax.Array
+    critic_lr: jax.Array
+    clip_eps: jax.Array
+    clip_eps_base: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    gamma_denoise: jax.Array
+    vf_coef: jax.Array
+    sample_std_floor: jax.Array
+    logprob_std_floor: jax.Array
+
+    @classmethod
+    def from_config(cls, cfg: DPPOConfig) -> DPPOHyper:
+        f = lambda v: jnp.asarray(v, jnp.float32)
+        return cls(
+            f(cfg.actor_lr), f(cfg.critic_lr), f(cfg.clip_eps), f(cfg.clip_eps_base),
+            f(cfg.gamma), f(cfg.gae_lambda), f(cfg.gamma_denoise), f(cfg.vf_coef),
+            f(cfg.sample_std_floor), f(cfg.logprob_std_floor),
+        )  # fmt: skip
+
+
+@struct.dataclass
+class DPPOLearner:
+    actor: Any  # trainable denoiser parameters (serve the last K' chain steps)
+    frozen: Any  # pre-trained parameters (serve the first N - K' steps); never updated
+    critic: Any  # V(s) parameters
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    hyper: DPPOHyper
+    reward_scaler: RewardScaler
+    iteration: jax.Array  # [] int32 DPPO updates done
+
+
+@struct.dataclass
+class DPPOBatch:
+    """One iteration's data, flattened over decisions (N = T * B)."""
+
+    cond: jax.Array  # [N, To, Ds] (normalized) DP observation history
+    xs: jax.Array  # [N, K'+1, Ta, Da] the last K'+1 elements of each stored chain
+    old_log_prob: jax.Array  # [N, K'] per-step log-likelihoods under the rollout parameters
+    advantages: jax.Array  # [N]
+    returns: jax.Array  # [N]
+
+
+class DPPOFns(NamedTuple):
+    """Pure functions closed over the static configuration."""
+
+    sample: Callable  # (actor, frozen, hyper, cond [B,To,Ds], key, deterministic) -> Chain
+    log_probs: Callable  # (actor, hyper, cond [N,To,Ds], xs [N,K'+1,Ta,Da]) -> [N, K']
+    value: Callable  # (critic, cond [N,To,Ds]) -> [N]
+    update: Callable  # (learner, batch, key) -> (learner, metrics)
+    init: Callable  # (pretrained_params, critic_params, num_envs) -> DPPOLearner
+
+
+def make_dppo(
+    denoiser: nn.Module,
+    critic: nn.Module,
+    dcfg: DiffusionConfig,
+    pcfg: DPPOConfig,
+    action_dim: int,
+    num_samples: int | None = None,
+) -> DPPOFns:
+    """Builds the DPPO functions. ``num_samples`` (N * K' per update), if given, is checked
+    against ``pcfg.minibatches`` here, before anything compiles."""
+    if num_samples is not None:
+        check_divisible(num_samples, pcfg.minibatches, "DPPO update")
+    apply = apply_fn(denoiser)
+    capply = apply_fn(critic)
+    sched = make_schedule(dcfg.num_steps)
+    n_chain, n_ft = dcfg.chain_steps, dcfg.ft_steps
+    plan_train = smp.make_plan(sched, dcfg.sampler, dcfg.ddim_steps, dcfg.eta_train)
+    plan_eval = smp.make_plan(sched, dcfg.sampler, dcfg.ddim_steps, dcfg.eta_eval)
+    shape = (dcfg.horizon, action_dim)
+
+    def opts(hyper: DPPOHyper) -> smp.SampleOptions:
+        return smp.SampleOptions(
+            hyper.sample_std_floor, pcfg.noise_clip, pcfg.x0_clip, pcfg.final_clip
+        )
+
+    def sample(actor, frozen, hyper, cond, key, deterministic=False):
+        plan = plan_eval if deterministic else plan_train
+        return smp.sample_chain(
+            apply, frozen, actor, plan, cond, key, shape, n_ft, opts(hyper), deterministic
+        )
+
+    def step_lp(actor, hyper, cond, x_t, x_next, i):
+        """i: [M] fine-tuned step index in [0, K')."""
+        return smp.step_log_prob(
+            apply, actor, plan_train, (n_chain - n_ft) + i, x_t, x_next, cond,
+            dcfg.exec_steps, hyper.logprob_std_floor, pcfg.x0_clip,
+        )  # fmt: skip
+
+    def log_probs(actor, hyper, cond, xs):
+        n = cond.shape[0]
+        i = jnp.broadcast_to(jnp.arange(n_ft)[None], (n, n_ft)).reshape(-1)
+        rep = lambda a: jnp.repeat(a, n_ft, axis=0)
+        lp = step_lp(
+            actor, hyper, rep(cond), xs[:, :-1].reshape(n * n_ft, *shape),
+            xs[:, 1:].reshape(n * n_ft, *shape), i,
+        )  # fmt: skip
+        return lp.reshape(n, n_ft)
+
+    def value(critic_params, cond):
+        return capply(critic_params, cond)
+
+    def update(learner: DPPOLearner, batch: DPPOBatch, key):
+        n = batch.cond.shape[0]
+        total = n * n_ft
+        mb = check_divisible(total, pcfg.minibatches, "DPPO update")
+        actor_on = (learner.iteration >= pcfg.critic_warmup_iters).astype(jnp.float32)
+
+        def loss_fn(params, idx):
+            actor, critic_p = params
+            d, i = idx // n_ft, idx % n_ft
+            cond = batch.cond[d]
+            new_lp = step_lp(actor, learner.hyper, cond, batch.xs[d, i], batch.xs[d, i + 1], i)
+            out = dppo_loss(
+                new_lp, batch.old_log_prob[d, i], batch.advantages[d], i,
+                value(critic_p, cond), batch.returns[d], n_ft,
+                learner.hyper.clip_eps, learner.hyper.clip_eps_base,
+                learner.hyper.gamma_denoise, learner.hyper.vf_coef,
+            )  # fmt: skip
+            return out.loss, out
+
+        def minibatch(carry, idx):
+            actor, critic_p, a_opt, c_opt = carry
+            grads, out = jax.grad(loss_fn, has_aux=True)((actor, critic_p), idx)
+            g_actor, g_critic = grads
+            actor, a_opt, a_norm = adam_apply(
+                actor, g_actor, a_opt, learner.hyper.actor_lr * actor_on, 0.0, pcfg.max_grad_norm
+            )
+            critic_p, c_opt, _ = adam_apply(
+                critic_p, g_critic, c_opt, learner.hyper.critic_lr, 0.0, pcfg.max_grad_norm
+            )
+            m = {
+                "loss": out.loss, "pg_loss": out.pg_loss, "v_loss": out.v_loss,
+                "approx_kl": out.approx_kl, "clip_frac": out.clip_frac,
+                "ratio": out.ratio_mean, "actor_grad_norm": a_norm,
+            }  # fmt: skip
+            return (actor, critic_p, a_opt, c_opt), m
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, total).reshape(pcfg.minibatches, mb)
+            return jax.lax.scan(minibatch, carry, perm)
+
+        carry = (learner.actor, learner.critic, learner.actor_opt, learner.critic_opt)
+        carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(key, pcfg.epochs))
+        actor, critic_p, a_opt, c_opt = carry
+        learner = learner.replace(
+            actor=actor, critic=critic_p, actor_opt=a_opt, critic_opt=c_opt,
+            iteration=learner.iteration + 1,
+        )  # fmt: skip
+        return learner, jax.tree.map(jnp.mean, metrics)
+
+    def init(pretrained, critic_params, num_envs: int) -> DPPOLearner:
+        return DPPOLearner(
+            actor=pretrained,
+            frozen=pretrained,
+            critic=critic_params,
+            actor_opt=adam_init(pretrained),
+            critic_opt=adam_init(critic_params),
+            hyper=DPPOHyper.from_config(pcfg),
+            reward_scaler=reward_scaler_init(num_envs),
+            iteration=jnp.zeros((), jnp.int32),
+        )
+
+    return DPPOFns(sample=sample, log_probs=log_probs, value=value, update=update, init=init)

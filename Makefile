@@ -8,7 +8,7 @@ PYTHON_311 := $(shell for p in python3.11 $$(ls -d $$(pyenv root 2>/dev/null || 
 EXPERIMENT ?= testbed
 OUT ?= runs/$(EXPERIMENT)
 
-.PHONY: venv test run lint format bench clean
+.PHONY: venv test run lint format bench clean osmesa
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON_311)" || { echo "error: no Python 3.11 found (PATH or pyenv); install it, e.g. 'pyenv install 3.11'"; exit 1; }
@@ -28,7 +28,13 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-run: venv
+osmesa:
+	@ldconfig -p | grep -q libOSMesa || { command -v apt-get >/dev/null && \
+	  (apt-get install -y -q libosmesa6 >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libosmesa6 >/dev/null 2>&1)) || \
+	  echo "warning: libosmesa6 missing and not installable: no video will be rendered"; }
+
+run: venv osmesa
 	MUJOCO_GL=osmesa $(VENV)/bin/refine-dp pipeline --experiment $(EXPERIMENT) --out $(OUT)
 
 bench: venv

@@ -1,3 +1,3 @@
-"""refine_dp_jax: REFINE-DP (diffusion policy + RL low-level controller, DPPO fine-tuning) in JAX/MJX."""
+"""refine_dp_jax: REFINE-DP (diffusion planner + RL low-level controller, DPPO) in JAX/MJX."""
 
 __version__ = "0.1.0"

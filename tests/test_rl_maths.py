@@ -186,3 +186,27 @@ def test_gae_is_jittable_and_vmappable():
         jax.vmap(lambda r: gae(r, r, r, r * 0, r * 0, 0.99, 0.95)[0], in_axes=1, out_axes=1)
     )
     assert f(jnp.ones((4, 3))).shape == (4, 3)
+
+
+def test_weighted_ppo_loss_equals_loss_on_kept_samples():
+    """Weight 0 removes a sample exactly: same loss as on the subset."""
+    m, da = 40, 2
+    args = [
+        RNG.normal(size=(m, da)), RNG.normal(size=(da,)) * 0.2, RNG.normal(size=(m,)),
+        RNG.normal(size=(m, da)), RNG.normal(size=(m,)) - 2, RNG.normal(size=(m,)),
+        RNG.normal(size=(m,)),
+    ]  # fmt: skip
+    keep = RNG.random(m) < 0.6
+    full = ppo_loss(*(jnp.asarray(a) for a in args), weight=jnp.asarray(keep, jnp.float32))
+    sub = [a if i == 1 else a[keep] for i, a in enumerate(args)]
+    ref = ppo_loss(*(jnp.asarray(a) for a in sub))
+    np.testing.assert_allclose(float(full.loss), float(ref.loss), rtol=1e-5)
+    np.testing.assert_allclose(float(full.approx_kl), float(ref.approx_kl), rtol=1e-4, atol=1e-7)
+
+
+def test_weighted_running_stats_ignore_masked_rows():
+    data = RNG.normal(size=(50, 3))
+    keep = RNG.random(50) < 0.5
+    st = stats_update(stats_init(3), jnp.asarray(data), jnp.asarray(keep, jnp.float32))
+    np.testing.assert_allclose(np.asarray(st.mean), data[keep].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(st.var), data[keep].var(0), rtol=1e-4)

@@ -82,6 +82,10 @@ class Env(Protocol):
         """Scripted stage planner with privileged state (demonstrations)."""
         ...
 
+    def reference_action(self, state: EnvState) -> jax.Array:
+        """A hand-written controller tracking ``state.command`` (tests, smoke runs)."""
+        ...
+
     def dp_observation(self, state: EnvState) -> jax.Array:
         """[Ds] task-space observation of the diffusion policy."""
         ...

@@ -24,13 +24,17 @@ def stats_init(shape: tuple[int, ...] | int) -> RunningStats:
     return RunningStats(jnp.zeros(shape), jnp.ones(shape), jnp.zeros(()))
 
 
-def stats_update(stats: RunningStats, x: jax.Array) -> RunningStats:
-    """Merges a batch x [N, *D] into the statistics."""
+def stats_update(
+    stats: RunningStats, x: jax.Array, weight: jax.Array | None = None
+) -> RunningStats:
+    """Merges a batch x [N, *D] into the statistics; ``weight`` [N] in {0, 1} drops rows."""
     x = x.reshape((-1,) + stats.mean.shape)
-    n = jnp.asarray(x.shape[0], jnp.float32)
-    b_mean = jnp.mean(x, axis=0)
-    b_var = jnp.var(x, axis=0)
-    tot = stats.count + n
+    w = jnp.ones(x.shape[:1]) if weight is None else weight.reshape(-1).astype(x.dtype)
+    wcol = w.reshape((-1,) + (1,) * (x.ndim - 1))
+    n = jnp.sum(w)
+    b_mean = jnp.sum(wcol * x, axis=0) / jnp.maximum(n, 1.0)
+    b_var = jnp.sum(wcol * jnp.square(x - b_mean), axis=0) / jnp.maximum(n, 1.0)
+    tot = jnp.maximum(stats.count + n, 1e-8)
     delta = b_mean - stats.mean
     mean = stats.mean + delta * n / tot
     m2 = stats.var * stats.count + b_var * n + jnp.square(delta) * stats.count * n / tot

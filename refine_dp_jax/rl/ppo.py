@@ -44,21 +44,30 @@ def ppo_loss(
     vf_coef: jax.Array | float = 0.5,
     ent_coef: jax.Array | float = 0.0,
     normalize_advantages: bool = True,
+    weight: jax.Array | None = None,
 ) -> PPOLossOut:
     """Clipped-surrogate PPO loss.
 
     mean: [M, Da]; log_std: [Da] or [M, Da]; values, old_log_prob, advantages, returns: [M];
-    actions: [M, Da]. loss = pg_loss + vf_coef * mean((V - R)^2) - ent_coef * entropy.
+    actions: [M, Da]; weight: optional [M] sample weights (0 masks a sample out; every mean,
+    including the advantage normalization, is then a weighted mean).
+    loss = pg_loss + vf_coef * mean((V - R)^2) - ent_coef * entropy.
     """
+    w = jnp.ones_like(advantages) if weight is None else weight
+    w = w / jnp.maximum(jnp.sum(w), 1e-8)
+    wmean = lambda x: jnp.sum(w * x)
     if normalize_advantages:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        a_mean = wmean(advantages)
+        advantages = (advantages - a_mean) / (
+            jnp.sqrt(wmean(jnp.square(advantages - a_mean))) + 1e-8
+        )
     log_std = jnp.broadcast_to(log_std, mean.shape)
     logp = diag_gaussian_log_prob(actions, mean, log_std)
     log_ratio = logp - old_log_prob
     ratio = jnp.exp(log_ratio)
     pg = jnp.maximum(-advantages * ratio, -advantages * jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps))
-    pg_loss = jnp.mean(pg)
-    v_loss = jnp.mean(jnp.square(values - returns))
+    pg_loss = wmean(pg)
+    v_loss = wmean(jnp.square(values - returns))
     entropy = jnp.mean(diag_gaussian_entropy(log_std))
     loss = pg_loss + vf_coef * v_loss - ent_coef * entropy
     return PPOLossOut(
@@ -66,6 +75,6 @@ def ppo_loss(
         pg_loss=pg_loss,
         v_loss=v_loss,
         entropy=entropy,
-        approx_kl=jnp.mean((ratio - 1.0) - log_ratio),
-        clip_frac=jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)),
+        approx_kl=wmean((ratio - 1.0) - log_ratio),
+        clip_frac=wmean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)),
     )

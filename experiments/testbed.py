@@ -1,0 +1,98 @@
+"""The testbed experiments: the full REFINE-DP stack on the small mobile manipulator.
+
+``testbed``: what ``make run`` runs; sized to finish in under 30 minutes on 2 CPU cores.
+``testbed_tiny``: every stage at toy sizes (tests: smoke, resume, NaN handling).
+"""
+
+from __future__ import annotations
+
+from experiments import register
+from refine_dp_jax.config import DiffusionConfig, DPPOConfig, PretrainConfig
+from refine_dp_jax.data.demos import DemoConfig
+from refine_dp_jax.diffusion.networks import DenoiserConfig
+from refine_dp_jax.pipeline import BaselineConfig, ExperimentConfig
+from refine_dp_jax.train.finetune import FinetuneConfig
+from refine_dp_jax.train.gaussian_ppo import PPOConfig
+from refine_dp_jax.train.llc import LLCConfig
+
+
+@register("testbed")
+def testbed() -> ExperimentConfig:
+    return ExperimentConfig(
+        env="testbed_pick_place",
+        seed=0,
+        hold=2,
+        llc=LLCConfig(
+            num_envs=256,
+            rollout_steps=32,
+            iterations=120,
+            command_hold_steps=16,
+            ppo=PPOConfig(lr=3e-4, epochs=4, minibatches=8),
+        ),  # fmt: skip
+        demos=DemoConfig(num_episodes=100, batch_envs=128, max_batches=10),
+        diffusion=DiffusionConfig(
+            obs_history=2,
+            horizon=8,
+            exec_steps=4,
+            num_steps=10,
+            sampler="ddpm",
+            ft_steps=5,
+            denoiser=DenoiserConfig(kind="mlp", hidden=256, depth=3, time_dim=16),
+        ),  # fmt: skip
+        pretrain=PretrainConfig(steps=3000, batch_size=256, lr=1e-3, ema_decay=0.995),
+        dppo=DPPOConfig(
+            actor_lr=1e-4,
+            critic_lr=1e-3,
+            clip_eps=0.01,
+            clip_eps_base=0.001,
+            gamma=0.99,
+            epochs=5,
+            minibatches=8,
+        ),  # fmt: skip
+        finetune=FinetuneConfig(num_envs=128, decisions=16, iterations=30),
+        baseline=BaselineConfig(bc_steps=3000),
+        eval_episodes=256,
+        video_episodes=2,
+        ckpt_every=5,
+    )
+
+
+@register("testbed_tiny")
+def testbed_tiny() -> ExperimentConfig:
+    return ExperimentConfig(
+        env="testbed_pick_place",
+        seed=0,
+        hold=2,
+        llc=LLCConfig(
+            num_envs=8,
+            rollout_steps=8,
+            iterations=2,
+            ppo=PPOConfig(epochs=1, minibatches=2, actor_hidden=(16,), critic_hidden=(16,)),
+        ),  # fmt: skip
+        demos=DemoConfig(num_episodes=2, batch_envs=8, max_batches=1, executor="reference"),
+        diffusion=DiffusionConfig(
+            obs_history=2,
+            horizon=4,
+            exec_steps=2,
+            num_steps=4,
+            ft_steps=2,
+            denoiser=DenoiserConfig(kind="mlp", hidden=16, depth=1, time_dim=4),
+        ),  # fmt: skip
+        pretrain=PretrainConfig(steps=4, batch_size=8, warmup_steps=1),
+        dppo=DPPOConfig(epochs=1, minibatches=2),
+        finetune=FinetuneConfig(num_envs=4, decisions=2, iterations=2),
+        baseline=BaselineConfig(
+            bc_steps=2,
+            ppo=PPOConfig(
+                epochs=1,
+                minibatches=2,
+                actor_hidden=(16,),
+                critic_hidden=(16,),
+                normalize_inputs=False,
+            ),
+        ),
+        eval_episodes=4,
+        video_episodes=0,
+        ckpt_every=1,
+        pretrain_chunk=2,
+    )

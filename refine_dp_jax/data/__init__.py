@@ -1,0 +1,1 @@
+"""Demonstration datasets: collection, on-disk format, validation, chunking."""

@@ -1,0 +1,107 @@
+"""Evaluation of a planner + LLC: success rate over the FIRST episode of each of B envs with
+deterministic sampling, completion time, hand tracking error; and offscreen video rendering.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from refine_dp_jax.envs.base import Env
+from refine_dp_jax.train.gaussian_ppo import GaussianPPO
+from refine_dp_jax.train.hierarchy import PlanFn, hier_init, make_hier_rollout
+
+
+def decisions_per_episode(env: Env, exec_steps: int, hold: int) -> int:
+    """Decisions that cover one whole episode (time limit) plus one."""
+    return math.ceil(env.episode_steps / (exec_steps * hold)) + 1
+
+
+def make_evaluate(
+    env: Env,
+    llc_ppo: GaussianPPO,
+    plan: PlanFn,
+    num_envs: int,
+    obs_history: int,
+    exec_steps: int,
+    hold: int,
+) -> Callable:
+    """evaluate(planner_params, llc_learner, key) -> dict of scalars (jit it).
+
+    Every env runs one full episode; only each env's first episode counts.
+    """
+    t_len = decisions_per_episode(env, exec_steps, hold)
+    rollout = make_hier_rollout(env, llc_ppo, plan, lambda p: p[1], t_len, exec_steps, hold)
+
+    def evaluate(planner_params, llc_learner, key, curriculum=1.0):
+        k_init, k_roll = jax.random.split(key)
+        hs = hier_init(env, k_init, num_envs, obs_history, curriculum)
+        _, decs, _ = rollout(hs, planner_params, llc_learner, k_roll, True, False)
+        before = jnp.cumsum(decs.done, axis=0) - decs.done  # episodes finished before t
+        first = (before < 0.5).astype(jnp.float32)  # [T, B] decisions of the first episode
+        ended = jnp.sum(first * decs.done, axis=0)  # [B]
+        success = jnp.sum(first * decs.success, axis=0)
+        steps = jnp.sum(first * decs.done * decs.episode_steps, axis=0)
+        n_succ = jnp.sum(success)
+        return {
+            "success_rate": jnp.mean(success),
+            "episodes": jnp.float32(num_envs),
+            "unfinished": jnp.sum(1.0 - ended),
+            "completion_time_s": jnp.sum(success * steps) * env.dt / jnp.maximum(n_succ, 1.0),
+            "hand_err": jnp.sum(first * decs.hand_err) / jnp.maximum(jnp.sum(first), 1.0),
+            "nonfinite": jnp.sum(first * decs.nonfinite),
+        }
+
+    return evaluate
+
+
+def make_trajectory_recorder(
+    env: Env, llc_ppo: GaussianPPO, plan: PlanFn, obs_history: int, exec_steps: int, hold: int,
+    num_envs: int = 2,
+) -> Callable:  # fmt: skip
+    """record(planner_params, llc_learner, key) -> qpos [frames, B, nq], one frame per LLC step."""
+    from refine_dp_jax.train.hierarchy import make_qpos_rollout
+
+    t_len = decisions_per_episode(env, exec_steps, hold)
+    rollout = make_qpos_rollout(env, llc_ppo, plan, lambda p: p[1], t_len, exec_steps, hold)
+
+    def record(planner_params, llc_learner, key):
+        k_init, k_roll = jax.random.split(key)
+        hs = hier_init(env, k_init, num_envs, obs_history)
+        return rollout(hs, planner_params, llc_learner, k_roll)
+
+    return record
+
+
+def render_video(env: Env, qpos: np.ndarray, path: str, fps: float, size=(320, 240)) -> str:
+    """Renders qpos [frames, B, nq] (episodes side by side) to an mp4 with MuJoCo offscreen."""
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    import imageio.v2 as imageio
+    import mujoco
+
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    w, h = size
+    renderer = mujoco.Renderer(m, h, w)
+    cam = mujoco.MjvCamera()
+    mujoco.mjv_defaultFreeCamera(m, cam)
+    cam.distance, cam.elevation, cam.azimuth = getattr(env, "render_camera", (4.0, -45.0, 90.0))
+    frames = []
+    for t in range(qpos.shape[0]):
+        tiles = []
+        for b in range(qpos.shape[1]):
+            d.qpos[:] = qpos[t, b]
+            mujoco.mj_forward(m, d)
+            cam.lookat[:] = d.qpos[:3] if m.nq >= 3 else 0.0
+            cam.lookat[2] = 0.2
+            renderer.update_scene(d, cam)
+            tiles.append(renderer.render())
+        frames.append(np.concatenate(tiles, axis=1))
+    renderer.close()
+    imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
+    return path

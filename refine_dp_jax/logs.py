@@ -1,0 +1,81 @@
+"""Host-side metrics: JSON lines, TensorBoard event files and PNG learning curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+
+def to_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in metrics.items()}
+
+
+class MetricsLogger:
+    """Appends one JSON line per iteration to ``metrics.jsonl`` (resume-safe: lines of
+    iterations at or past a resumed step are dropped first) and mirrors it to TensorBoard."""
+
+    def __init__(self, directory: str, resume_from: int = 0):
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.path = os.path.join(directory, "metrics.jsonl")
+        if os.path.exists(self.path):  # drop what a killed run logged after its last checkpoint
+            rows = [r for r in read_jsonl(self.path) if r.get("iteration", 0) < resume_from]
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(os.path.join(directory, "tb"))
+
+    def log(self, iteration: int, metrics: dict[str, Any]) -> dict[str, float]:
+        row = {"iteration": iteration, **to_floats(metrics)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if k != "iteration" and math.isfinite(v):
+                self._tb.add_scalar(k, v, iteration)
+        return row
+
+    def close(self, plot_keys: list[str] | None = None, title: str = "") -> None:
+        self._tb.close()
+        rows = read_jsonl(self.path)
+        if rows:
+            plot_curves(rows, plot_keys, os.path.join(self.directory, "curves.png"), title)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(rows: list[dict], keys: list[str] | None, path: str, title: str = "") -> None:
+    """One panel per metric against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = keys or [k for k in rows[0] if k != "iteration"][:6]
+    keys = [k for k in keys if any(k in r for r in rows)]
+    if not keys:
+        return
+    cols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
+    for ax, k in zip(axes.ravel(), keys, strict=False):
+        it = [r["iteration"] for r in rows if k in r]
+        ax.plot(it, [r[k] for r in rows if k in r])
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,633 @@
+"""The REFINE-DP pipeline as stages, each reading the previous stage's artifact:
+
+  llc -> demos -> dp (pre-train) -> finetune_dp (DPPO only) / finetune_joint (Algorithm 1)
+      -> mlp_ppo (baseline) -> eval (+ video, plots, summary.json)
+
+Run directory layout (``--out DIR``)::
+
+  config.json               resolved experiment config (+ versions)
+  <stage>/ckpt/<step>/      orbax checkpoints of the full training state while it runs
+  <stage>/final/            the stage's artifact (orbax)
+  <stage>/metrics.jsonl     one line per iteration; <stage>/tb/ TensorBoard; curves.png
+  <stage>/done.json         written when the stage has finished (its numbers, seconds, env steps)
+  demos/demos.{npz,json}    demonstrations
+  eval/results.json, eval/success.png, eval/video.mp4
+  summary.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from refine_dp_jax.checkpoint import load_artifact, mark_done, read_done, save_artifact
+from refine_dp_jax.config import (
+    ConfigError,
+    DiffusionConfig,
+    DPPOConfig,
+    PretrainConfig,
+    _check,
+    check_divisible,
+)
+from refine_dp_jax.data.demos import (
+    DemoConfig,
+    chunk_dataset,
+    collect_demos,
+    load_demos,
+    save_demos,
+)
+from refine_dp_jax.diffusion.networks import Critic, make_denoiser
+from refine_dp_jax.envs import make as make_env
+from refine_dp_jax.evaluate import make_evaluate, make_trajectory_recorder, render_video
+from refine_dp_jax.train.dppo import make_dppo
+from refine_dp_jax.train.finetune import (
+    FinetuneConfig,
+    FinetuneState,
+    dp_plan_fn,
+    make_dppo_train,
+    make_mlp_ppo_train,
+    mlp_plan_fn,
+)
+from refine_dp_jax.train.gaussian_ppo import PPOConfig, make_gaussian_ppo
+from refine_dp_jax.train.hierarchy import ObsNormalizer, hier_init
+from refine_dp_jax.train.llc import LLCConfig, make_llc_ppo, make_llc_train
+from refine_dp_jax.train.loop import run_loop
+from refine_dp_jax.train.pretrain import make_pretrain_epoch, pretrain_init
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The MLP behaviour-cloning planner fine-tuned with Gaussian PPO (same budget as DPPO)."""
+
+    bc_steps: int = 2000
+    bc_lr: float = 1e-3
+    bc_batch: int = 256
+    ppo: PPOConfig = field(
+        default_factory=lambda: PPOConfig(
+            lr=1e-4,
+            critic_lr=1e-3,
+            clip_eps=0.1,
+            gamma=0.99,
+            epochs=5,
+            minibatches=4,
+            init_log_std=-2.0,
+            actor_hidden=(256, 256),
+            critic_hidden=(256, 256),
+            normalize_inputs=False,
+        )  # fmt: skip
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: environment, the four stages, baseline and evaluation."""
+
+    env: str = "testbed_pick_place"
+    seed: int = 0
+    hold: int = 2  # LLC steps per command (the DP's command rate = LLC rate / hold)
+    llc: LLCConfig = field(default_factory=LLCConfig)
+    demos: DemoConfig = field(default_factory=DemoConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    eval_episodes: int = 200  # first episodes of this many envs, deterministic sampling
+    video_episodes: int = 2
+    ckpt_every: int = 10  # iterations between checkpoints
+    pretrain_chunk: int = 250  # pre-training steps per compiled call (checkpoint granularity)
+    run_baseline: bool = True
+    run_dp_only: bool = True  # DP-only ablation next to joint optimization
+
+    def __post_init__(self):
+        _check(self.hold >= 1, f"hold must be >= 1, got {self.hold}")
+        _check(self.eval_episodes >= 1, "eval_episodes must be >= 1")
+        _check(self.ckpt_every >= 1 and self.pretrain_chunk >= 1, "ckpt_every, pretrain_chunk >= 1")
+        d, f = self.diffusion, self.finetune
+        check_divisible(self.llc.num_envs * self.llc.rollout_steps, self.llc.ppo.minibatches,
+                        "LLC PPO (llc.num_envs * llc.rollout_steps)")  # fmt: skip
+        check_divisible(
+            f.num_envs * f.decisions * d.ft_steps,
+            self.dppo.minibatches,
+            "DPPO (finetune.num_envs * finetune.decisions * diffusion.ft_steps)",
+        )
+        check_divisible(
+            f.num_envs * f.decisions * d.exec_steps * self.hold,
+            self.llc.ppo.minibatches,
+            "joint LLC PPO (num_envs*decisions*exec*hold)",
+        )
+        check_divisible(f.num_envs * f.decisions, self.baseline.ppo.minibatches,
+                        "baseline PPO (finetune.num_envs * finetune.decisions)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared construction
+
+
+@dataclass
+class Parts:
+    """Everything built from the config (static: networks, pure functions)."""
+
+    cfg: ExperimentConfig
+    env: Any
+    llc_ppo: Any
+    denoiser: Any
+    critic: Any
+    dppo: Any
+
+    @property
+    def key(self):
+        return jax.random.PRNGKey(self.cfg.seed)
+
+
+def build(cfg: ExperimentConfig) -> Parts:
+    env = make_env(cfg.env)
+    denoiser = make_denoiser(cfg.diffusion.denoiser)
+    critic = Critic(hidden=(256, 256))
+    fns = make_dppo(denoiser, critic, cfg.diffusion, cfg.dppo, env.command_size)
+    return Parts(cfg, env, make_llc_ppo(env, cfg.llc), denoiser, critic, fns)
+
+
+def stage_key(parts: Parts, name: str):
+    return jax.random.fold_in(parts.key, sum(map(ord, name)))
+
+
+def llc_template(parts: Parts):
+    return parts.llc_ppo.init(jax.random.PRNGKey(0))
+
+
+def denoiser_template(parts: Parts):
+    d = parts.cfg.diffusion
+    ta, dc = d.horizon, parts.env.command_size
+    x = jnp.zeros((1, ta, dc))
+    cond = jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
+    return parts.denoiser.init(jax.random.PRNGKey(0), x, jnp.zeros((1,), jnp.int32), cond)["params"]
+
+
+def normalizer_template(parts: Parts) -> ObsNormalizer:
+    ds = parts.env.dp_observation_size
+    return ObsNormalizer(jnp.zeros((ds,)), jnp.ones((ds,)))
+
+
+def _init_hier(parts: Parts, num_envs: int, key):
+    obs_history = parts.cfg.diffusion.obs_history
+    return jax.jit(lambda k: hier_init(parts.env, k, num_envs, obs_history))(key)
+
+
+def stage_dir(out: str, name: str) -> str:
+    path = os.path.join(out, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def finish(path: str, t0: float, record: dict) -> dict:
+    prev = read_done(path) or {}
+    record = {**record, "seconds": prev.get("seconds", 0.0) + time.time() - t0}
+    mark_done(path, record)
+    return record
+
+
+def load_llc(parts: Parts, out: str, which: str = "llc"):
+    state, _ = load_artifact(os.path.join(out, which, "final"), {"llc": llc_template(parts)})
+    return state["llc"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+@struct.dataclass
+class PTState:
+    """Pre-training loop state: the optimizer state plus the loop's PRNG key."""
+
+    inner: Any
+    key: jax.Array
+
+
+def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
+    """Stage 1: PPO on the LLC's tracking rewards with random commands."""
+    path = stage_dir(out, "llc")
+    if (done := read_done(path)) is not None:
+        return done
+    cfg, t0 = parts.cfg, time.time()
+    init, step, _ = make_llc_train(parts.env, cfg.llc)
+    state = jax.jit(init)(stage_key(parts, "llc"))
+    keys = ["reward", "hand_err", "vel_err", "entropy", "v_loss", "nonfinite_resets"]
+    state, rows = run_loop(
+        path, state, step, cfg.llc.iterations, cfg.ckpt_every, "stage 1: LLC PPO",
+        plot_keys=keys, postfix_keys=("reward", "hand_err"), stop_after=stop_after,
+    )  # fmt: skip
+    if stop_after is not None and len(rows) >= stop_after:
+        return {"interrupted": True}
+    save_artifact(os.path.join(path, "final"), {"llc": state.learner}, {"stage": "llc"})
+    last = _tail_mean(os.path.join(path, "metrics.jsonl"), 5)
+    env_steps = cfg.llc.iterations * cfg.llc.num_envs * cfg.llc.rollout_steps
+    return finish(path, t0, {"final_metrics": last, "env_steps": env_steps})
+
+
+def stage_demos(parts: Parts, out: str) -> dict:
+    """Stage 2: scripted planner -> frozen LLC -> MJX, keep successes."""
+    path = stage_dir(out, "demos")
+    if (done := read_done(path)) is not None:
+        return done
+    cfg, t0 = parts.cfg, time.time()
+    llc = load_llc(parts, out)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.demos.num_episodes, desc="stage 2: demonstrations")
+
+    def progress(kept, attempted):
+        bar.n = min(kept, cfg.demos.num_episodes)
+        bar.set_postfix(attempted=attempted)
+        bar.refresh()
+
+    demos = collect_demos(
+        parts.env, parts.llc_ppo, llc, cfg.demos, cfg.hold, stage_key(parts, "demos"), progress
+    )
+    bar.close()
+    save_demos(demos, path)
+    attempted = demos.meta["collection"]["attempted"]
+    steps = math.ceil(parts.env.episode_steps / cfg.hold) * cfg.hold
+    return finish(path, t0, {**demos.meta["collection"], "kept": demos.meta["num_episodes"],
+                             "env_steps": attempted * steps})  # fmt: skip
+
+
+def stage_pretrain(parts: Parts, out: str, stop_after: int | None = None) -> dict:
+    """Stage 3: noise-prediction pre-training of the DP on demonstration chunks."""
+    path = stage_dir(out, "dp")
+    if (done := read_done(path)) is not None:
+        return done
+    cfg, t0 = parts.cfg, time.time()
+    d = cfg.diffusion
+    demos = load_demos(os.path.join(out, "demos"), parts.env)
+    conds, actions, mean, std = chunk_dataset(demos, parts.env, d.obs_history, d.horizon)
+    from refine_dp_jax.diffusion.schedule import make_schedule
+
+    apply = lambda p, *a: parts.denoiser.apply({"params": p}, *a)
+    chunk = cfg.pretrain_chunk
+    n_calls = math.ceil(cfg.pretrain.steps / chunk)
+    epoch = make_pretrain_epoch(apply, make_schedule(d.num_steps), cfg.pretrain, chunk)
+    conds_j, actions_j = jnp.asarray(conds), jnp.asarray(actions)
+
+    def step(s: PTState):
+        key, k = jax.random.split(s.key)
+        inner, losses = epoch(s.inner, actions_j, conds_j, k)
+        return PTState(inner, key), {"loss": jnp.mean(losses)}
+
+    state = PTState(pretrain_init(denoiser_template(parts)), stage_key(parts, "dp"))
+    state, rows = run_loop(
+        path, state, step, n_calls, 1, "stage 3: DP pre-training", plot_keys=["loss"],
+        postfix_keys=("loss",), stop_after=stop_after,
+    )  # fmt: skip
+    if stop_after is not None and len(rows) >= stop_after:
+        return {"interrupted": True}
+    normalizer = ObsNormalizer(jnp.asarray(mean), jnp.asarray(std))
+    save_artifact(
+        os.path.join(path, "final"), {"params": state.inner.ema, "normalizer": normalizer},
+        {"stage": "dp", "samples": int(len(conds))},
+    )  # fmt: skip
+    return finish(path, t0, {"samples": int(len(conds)), "final_metrics": _tail_mean(
+        os.path.join(path, "metrics.jsonl"), 2), "env_steps": 0})  # fmt: skip
+
+
+def load_dp(parts: Parts, out: str):
+    target = {"params": denoiser_template(parts), "normalizer": normalizer_template(parts)}
+    state, _ = load_artifact(os.path.join(out, "dp", "final"), target)
+    return state["params"], state["normalizer"]
+
+
+def finetune_env_steps(cfg: ExperimentConfig, rollouts: int) -> int:
+    f, d = cfg.finetune, cfg.diffusion
+    return f.iterations * rollouts * f.num_envs * f.decisions * d.exec_steps * cfg.hold
+
+
+def stage_finetune(parts: Parts, out: str, joint: bool, stop_after: int | None = None) -> dict:
+    """Stage 4: DPPO on the DP (and PPO on the LLC when ``joint``), one jitted step each."""
+    name = "finetune_joint" if joint else "finetune_dp"
+    path = stage_dir(out, name)
+    if (done := read_done(path)) is not None:
+        return done
+    cfg, t0 = parts.cfg, time.time()
+    fcfg = dataclasses.replace(cfg.finetune, joint=joint)
+    params, normalizer = load_dp(parts, out)
+    llc = load_llc(parts, out)
+    key = stage_key(parts, name)
+    k_c, k_env, k_state = jax.random.split(key, 3)
+    d = cfg.diffusion
+    critic_params = parts.critic.init(
+        k_c, jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
+    )["params"]
+    step = make_dppo_train(
+        parts.env, parts.dppo, parts.llc_ppo, d, cfg.dppo, fcfg, cfg.llc, cfg.hold
+    )
+    state = FinetuneState(
+        planner=parts.dppo.init(params, critic_params, fcfg.num_envs),
+        normalizer=normalizer,
+        llc=llc,
+        hier=_init_hier(parts, fcfg.num_envs, k_env),
+        key=k_state,
+    )
+    keys = ["dp/success_rate", "dp/task_reward", "dp/v_loss", "dp/approx_kl", "dp/clip_frac",
+            "dp/hand_err", "llc/tracking_reward", "llc/v_loss", "dp/nonfinite_resets"]  # fmt: skip
+    state, rows = run_loop(
+        path, state, step, fcfg.iterations, cfg.ckpt_every,
+        f"stage 4: {'joint DPPO + LLC PPO' if joint else 'DPPO (DP only)'}", plot_keys=keys,
+        postfix_keys=("dp/success_rate", "dp/approx_kl"), stop_after=stop_after,
+    )  # fmt: skip
+    if stop_after is not None and len(rows) >= stop_after:
+        return {"interrupted": True}
+    save_artifact(
+        os.path.join(path, "final"),
+        {"planner": state.planner, "normalizer": state.normalizer, "llc": state.llc},
+        {"stage": name},
+    )
+    env_steps = finetune_env_steps(cfg, 2 if joint else 1)
+    return finish(path, t0, {"final_metrics": _tail_mean(os.path.join(path, "metrics.jsonl"), 5),
+                             "env_steps": env_steps, "dp_updates": fcfg.iterations})  # fmt: skip
+
+
+def baseline_ppo(parts: Parts):
+    cfg = parts.cfg
+    d = cfg.diffusion
+    in_dim = d.obs_history * parts.env.dp_observation_size
+    out_dim = d.exec_steps * parts.env.command_size
+    return make_gaussian_ppo(cfg.baseline.ppo, in_dim, in_dim, out_dim)
+
+
+def stage_baseline(parts: Parts, out: str, stop_after: int | None = None) -> dict:
+    """Baseline: behaviour-cloned MLP planner, fine-tuned with Gaussian PPO, same budget."""
+    path = stage_dir(out, "mlp_ppo")
+    if (done := read_done(path)) is not None:
+        return done
+    cfg, t0 = parts.cfg, time.time()
+    d, b = cfg.diffusion, cfg.baseline
+    ppo = baseline_ppo(parts)
+    demos = load_demos(os.path.join(out, "demos"), parts.env)
+    conds, actions, mean, std = chunk_dataset(demos, parts.env, d.obs_history, d.exec_steps)
+    x = jnp.asarray(conds.reshape(len(conds), -1))
+    y = jnp.asarray(actions.reshape(len(actions), -1))
+    key = stage_key(parts, "mlp_ppo")
+    k_init, k_bc, k_env, k_state = jax.random.split(key, 4)
+    learner = bc_train(ppo, cfg.baseline, x, y, k_init, k_bc)
+    normalizer = ObsNormalizer(jnp.asarray(mean), jnp.asarray(std))
+    step = make_mlp_ppo_train(parts.env, ppo, parts.llc_ppo, b.ppo, d, cfg.finetune, cfg.hold)
+    state = FinetuneState(
+        planner=learner, normalizer=normalizer, llc=load_llc(parts, out),
+        hier=_init_hier(parts, cfg.finetune.num_envs, k_env),
+        key=k_state,
+    )  # fmt: skip
+    state, rows = run_loop(
+        path, state, step, cfg.finetune.iterations, cfg.ckpt_every, "baseline: MLP + PPO",
+        plot_keys=["mlp/success_rate", "mlp/task_reward", "mlp/v_loss", "mlp/approx_kl"],
+        postfix_keys=("mlp/success_rate",), stop_after=stop_after,
+    )  # fmt: skip
+    if stop_after is not None and len(rows) >= stop_after:
+        return {"interrupted": True}
+    save_artifact(
+        os.path.join(path, "final"),
+        {"planner": state.planner, "normalizer": state.normalizer},
+        {"stage": "mlp_ppo"},
+    )
+    return finish(path, t0, {"final_metrics": _tail_mean(os.path.join(path, "metrics.jsonl"), 5),
+                             "env_steps": finetune_env_steps(cfg, 1)})  # fmt: skip
+
+
+def bc_train(ppo, bcfg: BaselineConfig, x, y, k_init, k_bc):
+    """Behaviour cloning of the Gaussian planner's mean (MSE), one compiled scan."""
+    from refine_dp_jax.train.optim import adam_apply, adam_init
+
+    learner = ppo.init(k_init)
+
+    @jax.jit
+    def run(learner, key):
+        def body(carry, k):
+            params, opt = carry
+            idx = jax.random.randint(k, (bcfg.bc_batch,), 0, x.shape[0])
+
+            def loss(p):
+                mean, _ = ppo.act(learner.replace(params=learner.params.replace(actor=p)),
+                                  x[idx], k, True)  # fmt: skip
+                return jnp.mean(jnp.square(mean - y[idx]))
+
+            value, g = jax.value_and_grad(loss)(params)
+            params, opt, _ = adam_apply(params, g, opt, bcfg.bc_lr)
+            return (params, opt), value
+
+        actor = learner.params.actor
+        (actor, _), losses = jax.lax.scan(
+            body, (actor, adam_init(actor)), jax.random.split(key, bcfg.bc_steps)
+        )
+        return learner.replace(params=learner.params.replace(actor=actor)), losses
+
+    learner, _ = run(learner, k_bc)
+    return learner
+
+
+def load_finetuned(parts: Parts, out: str, name: str):
+    target = {
+        "planner": parts.dppo.init(denoiser_template(parts), parts.critic.init(
+            jax.random.PRNGKey(0),
+            jnp.zeros((1, parts.cfg.diffusion.obs_history, parts.env.dp_observation_size)),
+        )["params"], parts.cfg.finetune.num_envs),
+        "normalizer": normalizer_template(parts),
+        "llc": llc_template(parts),
+    }  # fmt: skip
+    state, _ = load_artifact(os.path.join(out, name, "final"), target)
+    return state
+
+
+def stage_evaluate(parts: Parts, out: str) -> dict:
+    """Success rate (first episode of each of ``eval_episodes`` envs, deterministic sampling),
+    completion time, hand tracking error for every policy; a video; a bar chart."""
+    path = stage_dir(out, "eval")
+    if (done := read_done(path)) is not None:
+        return done
+    cfg, t0 = parts.cfg, time.time()
+    d = cfg.diffusion
+    env = parts.env
+    dp_plan = dp_plan_fn(parts.dppo, d.ft_steps)
+    common = dict(num_envs=cfg.eval_episodes, obs_history=d.obs_history,
+                  exec_steps=d.exec_steps, hold=cfg.hold)  # fmt: skip
+    eval_dp = jax.jit(make_evaluate(env, parts.llc_ppo, dp_plan, **common))
+    key = stage_key(parts, "eval")
+    results: dict[str, dict] = {}
+    params, normalizer = load_dp(parts, out)
+    llc = load_llc(parts, out)
+    critic0 = parts.critic.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, d.obs_history, env.dp_observation_size))
+    )["params"]
+    pre = parts.dppo.init(params, critic0, 1)
+    policies = {"pretrained": ((pre, normalizer), llc)}
+    for name in ("finetune_dp", "finetune_joint"):
+        if read_done(os.path.join(out, name)) is not None:
+            st = load_finetuned(parts, out, name)
+            policies[name] = ((st["planner"], st["normalizer"]), st["llc"])
+    for name, (pp, llc_l) in policies.items():
+        results[name] = _floats(eval_dp(pp, llc_l, key))
+        print(f"eval {name}: {results[name]}")
+    if read_done(os.path.join(out, "mlp_ppo")) is not None:
+        ppo = baseline_ppo(parts)
+        tmpl = {
+            "planner": ppo.init(jax.random.PRNGKey(0)),
+            "normalizer": normalizer_template(parts),
+        }
+        st, _ = load_artifact(os.path.join(out, "mlp_ppo", "final"), tmpl)
+        plan = mlp_plan_fn(ppo, d.exec_steps, env.command_size)
+        eval_mlp = jax.jit(make_evaluate(env, parts.llc_ppo, plan, **common))
+        results["mlp_ppo"] = _floats(eval_mlp((st["planner"], st["normalizer"]), llc, key))
+        print(f"eval mlp_ppo: {results['mlp_ppo']}")
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    _plot_success(results, os.path.join(path, "success.png"))
+    video = None
+    best = "finetune_joint" if "finetune_joint" in policies else list(policies)[-1]
+    if cfg.video_episodes > 0:
+        try:
+            rec = jax.jit(
+                make_trajectory_recorder(
+                    env,
+                    parts.llc_ppo,
+                    dp_plan,
+                    d.obs_history,
+                    d.exec_steps,
+                    cfg.hold,
+                    cfg.video_episodes,
+                )
+            )
+            pp, llc_l = policies[best]
+            qpos = np.asarray(rec(pp, llc_l, key))
+            video = render_video(env, qpos, os.path.join(path, "video.mp4"), fps=1.0 / env.dt)
+        except Exception as e:  # rendering needs an OpenGL backend (libosmesa6)
+            print(f"warning: video not rendered ({type(e).__name__}: {e})")
+    steps = cfg.eval_episodes * (len(results)) * env.episode_steps
+    return finish(path, t0, {"results": results, "video": video, "video_policy": best,
+                             "env_steps": steps})  # fmt: skip
+
+
+STAGES = ("llc", "demos", "dp", "finetune_dp", "finetune_joint", "mlp_ppo", "eval")
+
+
+def write_summary(cfg: ExperimentConfig, out: str) -> dict:
+    done = {s: read_done(os.path.join(out, s)) for s in STAGES}
+    res = (done.get("eval") or {}).get("results", {})
+    sr = lambda n: res.get(n, {}).get("success_rate")
+    summary = {
+        "experiment_env": cfg.env,
+        "success_rate_pretrained": sr("pretrained"),
+        "success_rate_finetuned": sr("finetune_dp"),
+        "success_rate_joint": sr("finetune_joint"),
+        "success_rate_mlp_ppo": sr("mlp_ppo"),
+        "completion_time_s": {k: v.get("completion_time_s") for k, v in res.items()},
+        "hand_err": {k: v.get("hand_err") for k, v in res.items()},
+        "eval_episodes": cfg.eval_episodes,
+        "dp_updates": cfg.finetune.iterations,
+        "demonstrations": (done.get("demos") or {}).get("kept"),
+        "demo_collection_success_rate": (done.get("demos") or {}).get("success_rate"),
+        "env_steps": int(sum((r or {}).get("env_steps", 0) for r in done.values())),
+        "wall_seconds": float(sum((r or {}).get("seconds", 0.0) for r in done.values())),
+        "stage_seconds": {s: (r or {}).get("seconds") for s, r in done.items()},
+        "stages_done": [s for s, r in done.items() if r is not None],
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def run_pipeline(cfg: ExperimentConfig, out: str) -> dict:
+    os.makedirs(out, exist_ok=True)
+    save_config(cfg, out)
+    parts = build(cfg)
+    stage_llc(parts, out)
+    stage_demos(parts, out)
+    stage_pretrain(parts, out)
+    if cfg.run_dp_only:
+        stage_finetune(parts, out, joint=False)
+    if cfg.finetune.joint:
+        stage_finetune(parts, out, joint=True)
+    if cfg.run_baseline:
+        stage_baseline(parts, out)
+    stage_evaluate(parts, out)
+    summary = write_summary(cfg, out)
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Config persistence
+
+
+def config_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def save_config(cfg: ExperimentConfig, out: str) -> None:
+    """Writes config.json; refuses to mix a run directory with a different config."""
+    path = os.path.join(out, "config.json")
+    new = config_dict(cfg)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f).get("config")
+        if old is not None and old != new:
+            diff = _diff(old, new)
+            raise ConfigError(
+                f"{out} was started with another config ({'; '.join(diff[:5])}); "
+                "use a new --out or the same settings"
+            )
+    import mujoco
+
+    versions = {"jax": jax.__version__, "mujoco": mujoco.__version__}
+    with open(path, "w") as f:
+        json.dump({"config": new, "versions": versions}, f, indent=1)
+
+
+def _diff(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a} -> {b}"]
+
+
+def _floats(m: dict) -> dict:
+    return {k: float(np.asarray(v)) for k, v in m.items()}
+
+
+def _tail_mean(path: str, n: int) -> dict:
+    from refine_dp_jax.logs import read_jsonl
+
+    rows = read_jsonl(path)[-n:]
+    if not rows:
+        return {}
+    keys = [k for k in rows[-1] if k != "iteration"]
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def _plot_success(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    vals = [results[n]["success_rate"] * 100 for n in names]
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 1, 3))
+    bars = ax.bar(names, vals, color=["#999", "#4c72b0", "#55a868", "#c44e52"][: len(names)])
+    for bar_, v in zip(bars, vals, strict=True):
+        ax.text(bar_.get_x() + bar_.get_width() / 2, v + 1, f"{v:.0f}%", ha="center", fontsize=9)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%)")
+    ax.set_title(f"{results[names[0]]['episodes']:.0f} episodes each, deterministic sampling")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

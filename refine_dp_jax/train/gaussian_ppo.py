@@ -1,0 +1,189 @@
+"""A Gaussian-policy PPO learner, shared by the LLC and by the MLP+PPO baseline planner.
+
+The policy is N(mu(norm(x)), diag(exp(log_std))^2) with a state-independent log-std; the
+critic sees its own (possibly privileged) normalized input. Inputs are normalized with running
+statistics that are part of the learner state.
+
+Shape legend: M samples (flattened time x envs), Dx actor input, Dv critic input, Da action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from refine_dp_jax.config import _check, check_divisible
+from refine_dp_jax.diffusion.networks import MLP
+from refine_dp_jax.rl.normalize import RunningStats, stats_init, stats_normalize, stats_update
+from refine_dp_jax.rl.ppo import diag_gaussian_log_prob, ppo_loss
+from refine_dp_jax.train.optim import adam_apply, adam_init
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Gaussian PPO hyperparameters (LLC and MLP baseline)."""
+
+    lr: float = 3e-4
+    critic_lr: float = 1e-3
+    clip_eps: float = 0.2
+    gamma: float = 0.97
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    epochs: int = 4
+    minibatches: int = 4
+    max_grad_norm: float = 1.0
+    init_log_std: float = -0.7
+    min_log_std: float = -3.0
+    actor_hidden: tuple[int, ...] = (128, 128)
+    critic_hidden: tuple[int, ...] = (128, 128)
+    normalize_inputs: bool = True
+
+    def __post_init__(self):
+        _check(self.lr > 0 and self.critic_lr > 0, "PPO learning rates must be > 0")
+        _check(self.clip_eps > 0, f"PPO clip_eps must be > 0, got {self.clip_eps}")
+        _check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma in (0,1], lambda in [0,1]")
+        _check(self.epochs >= 1 and self.minibatches >= 1, "epochs and minibatches must be >= 1")
+
+
+@struct.dataclass
+class GaussianParams:
+    actor: Any
+    critic: Any
+    log_std: jax.Array  # [Da]
+
+
+@struct.dataclass
+class GaussianLearner:
+    params: GaussianParams
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    actor_stats: RunningStats  # normalization of the actor input
+    critic_stats: RunningStats  # normalization of the critic input
+    iteration: jax.Array
+
+
+class PPOBatch(NamedTuple):
+    actor_in: jax.Array  # [M, Dx]
+    critic_in: jax.Array  # [M, Dv]
+    action: jax.Array  # [M, Da] the sampled (unclipped) action
+    log_prob: jax.Array  # [M]
+    advantage: jax.Array  # [M]
+    ret: jax.Array  # [M]
+    weight: jax.Array  # [M] 1 for real samples, 0 for padding (masked out of the loss)
+
+
+class GaussianPPO(NamedTuple):
+    init: Callable  # (key) -> GaussianLearner
+    act: Callable  # (learner, x [..., Dx], key, deterministic) -> (action, log_prob)
+    value: Callable  # (learner, v [..., Dv]) -> [...]
+    update: Callable  # (learner, PPOBatch, key) -> (learner, metrics)
+    update_stats: Callable  # (learner, actor_in [M,Dx], critic_in [M,Dv], weight [M]) -> learner
+
+
+def make_gaussian_ppo(
+    cfg: PPOConfig, actor_dim: int, critic_dim: int, action_dim: int, num_samples: int | None = None
+) -> GaussianPPO:
+    """Builds the learner's pure functions; checks the minibatch split before compiling."""
+    if num_samples is not None:
+        check_divisible(num_samples, cfg.minibatches, "PPO update")
+    actor = MLP(cfg.actor_hidden, action_dim, activation="tanh", last_scale=0.01)
+    critic = MLP(cfg.critic_hidden, 1, activation="tanh")
+
+    def norm(stats, x):
+        return stats_normalize(stats, x, clip=5.0) if cfg.normalize_inputs else x
+
+    def init(key):
+        ka, kc = jax.random.split(key)
+        params = GaussianParams(
+            actor=actor.init(ka, jnp.zeros((1, actor_dim)))["params"],
+            critic=critic.init(kc, jnp.zeros((1, critic_dim)))["params"],
+            log_std=jnp.full((action_dim,), cfg.init_log_std, jnp.float32),
+        )
+        return GaussianLearner(
+            params=params,
+            actor_opt=adam_init((params.actor, params.log_std)),
+            critic_opt=adam_init(params.critic),
+            actor_stats=stats_init(actor_dim),
+            critic_stats=stats_init(critic_dim),
+            iteration=jnp.zeros((), jnp.int32),
+        )
+
+    def mean_fn(actor_params, stats, x):
+        return actor.apply({"params": actor_params}, norm(stats, x))
+
+    def act(learner: GaussianLearner, x, key, deterministic=False):
+        p = learner.params
+        mean = mean_fn(p.actor, learner.actor_stats, x)
+        log_std = jnp.maximum(p.log_std, cfg.min_log_std)
+        noise = jax.random.normal(key, mean.shape)
+        a = jnp.where(deterministic, mean, mean + jnp.exp(log_std) * noise)
+        return a, diag_gaussian_log_prob(a, mean, jnp.broadcast_to(log_std, mean.shape))
+
+    def value_fn(critic_params, stats, v):
+        return critic.apply({"params": critic_params}, norm(stats, v))[..., 0]
+
+    def value(learner: GaussianLearner, v):
+        return value_fn(learner.params.critic, learner.critic_stats, v)
+
+    def update(learner: GaussianLearner, batch: PPOBatch, key):
+        m = batch.action.shape[0]
+        mb = check_divisible(m, cfg.minibatches, "PPO update")
+
+        def loss_fn(params, b: PPOBatch):
+            (actor_p, log_std), critic_p = params
+            out = ppo_loss(
+                mean_fn(actor_p, learner.actor_stats, b.actor_in),
+                jnp.maximum(log_std, cfg.min_log_std),
+                value_fn(critic_p, learner.critic_stats, b.critic_in),
+                b.action, b.log_prob, b.advantage, b.ret,
+                cfg.clip_eps, cfg.vf_coef, cfg.ent_coef, weight=b.weight,
+            )  # fmt: skip
+            return out.loss, out._asdict()
+
+        def minibatch(carry, idx):
+            params, a_opt, c_opt = carry
+            b = jax.tree.map(lambda x: x[idx], batch)
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(
+                ((params.actor, params.log_std), params.critic), b
+            )
+            (g_actor, g_logstd), g_critic = grads
+            (actor_p, log_std), a_opt, gn = adam_apply(
+                (params.actor, params.log_std), (g_actor, g_logstd), a_opt, cfg.lr, 0.0,
+                cfg.max_grad_norm,
+            )  # fmt: skip
+            critic_p, c_opt, _ = adam_apply(
+                params.critic, g_critic, c_opt, cfg.critic_lr, 0.0, cfg.max_grad_norm
+            )
+            metrics["grad_norm"] = gn
+            return (GaussianParams(actor_p, critic_p, log_std), a_opt, c_opt), metrics
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, m).reshape(cfg.minibatches, mb)
+            return jax.lax.scan(minibatch, carry, perm)
+
+        carry = (learner.params, learner.actor_opt, learner.critic_opt)
+        (params, a_opt, c_opt), metrics = jax.lax.scan(
+            epoch, carry, jax.random.split(key, cfg.epochs)
+        )
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["std"] = jnp.mean(jnp.exp(params.log_std))
+        return learner.replace(
+            params=params, actor_opt=a_opt, critic_opt=c_opt, iteration=learner.iteration + 1
+        ), metrics
+
+    def update_stats(learner: GaussianLearner, actor_in, critic_in, weight=None):
+        if not cfg.normalize_inputs:
+            return learner
+        return learner.replace(
+            actor_stats=stats_update(learner.actor_stats, actor_in, weight),
+            critic_stats=stats_update(learner.critic_stats, critic_in, weight),
+        )
+
+    return GaussianPPO(init=init, act=act, value=value, update=update, update_stats=update_stats)

@@ -1,0 +1,218 @@
+"""The hierarchical rollout: a planner (diffusion policy or baseline) picks a chunk of commands
+every decision, the LLC tracks each command for ``hold`` LLC steps, physics runs underneath.
+
+    scan over T decisions
+      plan: cond = normalized DP observation history -> chunk [B, Ta, Dc] (+ learner aux)
+      scan over Ta_exec commands: set command; scan over hold LLC steps: LLC act, env step
+      (an env that finishes mid-chunk is frozen until the decision boundary, then reset)
+
+It returns decision-level data for the planner's learner and, optionally, LLC-level data
+(valid-masked) for PPO on the LLC's tracking rewards (joint optimization).
+
+Shape legend: T decisions, B envs, To history, Ds DP observation, Ta chunk, Ta_exec executed
+commands, Dc command dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from refine_dp_jax.envs.base import Env, EnvState, denormalize_command
+from refine_dp_jax.envs.wrappers import history_init, history_push, reset_where, select
+from refine_dp_jax.train.gaussian_ppo import GaussianLearner, GaussianPPO
+from refine_dp_jax.train.llc import LLCTransition
+
+
+@struct.dataclass
+class ObsNormalizer:
+    """Fixed DP-observation normalization, computed from the demonstrations."""
+
+    mean: jax.Array  # [Ds]
+    std: jax.Array  # [Ds]
+
+    def __call__(self, x):
+        return (x - self.mean) / self.std
+
+
+@struct.dataclass
+class HierEnvState:
+    env: EnvState  # [B]
+    hist: jax.Array  # [B, To, Ds] raw DP observation history
+    curriculum: jax.Array  # [] reset range scale
+
+
+class Decision(NamedTuple):
+    """One decision of B envs (leading [T, B] once stacked)."""
+
+    cond: jax.Array  # [To, Ds] normalized history the planner saw
+    next_cond: jax.Array  # [To, Ds] normalized history after the chunk (before any reset)
+    aux: Any  # planner-specific (e.g. the denoising chain)
+    reward: jax.Array  # task reward collected during the chunk
+    done: jax.Array
+    terminated: jax.Array
+    success: jax.Array  # 1 where the episode ended in success during this chunk
+    episode_steps: jax.Array  # LLC steps of the episode when it ended (else 0)
+    hand_err: jax.Array  # mean hand tracking error over the chunk's live steps
+    nonfinite: jax.Array
+
+
+# plan(planner_params, cond [B,To,Ds], key, deterministic) -> (chunk [B,Ta,Dc] in [-1,1], aux)
+PlanFn = Callable[[Any, jax.Array, jax.Array, bool], tuple[jax.Array, Any]]
+
+
+def hier_init(env: Env, key: jax.Array, num_envs: int, obs_history: int, curriculum=1.0):
+    """Fresh episodes for B envs with their DP observation histories."""
+    s = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), curriculum)
+    hist = jax.vmap(lambda st: history_init(env.dp_observation(st), obs_history))(s)
+    return HierEnvState(s, hist, jnp.asarray(curriculum, jnp.float32))
+
+
+def make_hier_rollout(
+    env: Env,
+    llc: GaussianPPO,
+    plan: PlanFn,
+    normalizer_of: Callable[[Any], ObsNormalizer],
+    num_decisions: int,
+    exec_steps: int,
+    hold: int,
+    record_llc: bool = False,
+) -> Callable:
+    """rollout(hstate, planner_params, llc_learner, key, deterministic, llc_stochastic)
+    -> (hstate, decisions [T,B], llc_transitions [T*Ta_exec*hold, B] or None)."""
+    v_step = jax.vmap(env.step)
+    v_with = jax.vmap(env.with_command)
+    v_dpobs = jax.vmap(env.dp_observation)
+    v_reset_where = jax.vmap(lambda s, m, c: reset_where(env, s, m, c), in_axes=(0, 0, None))
+    hand_key = "hand_err"
+
+    def rollout(
+        hs: HierEnvState,
+        planner_params,
+        llc_learner: GaussianLearner,
+        key,
+        deterministic: bool = False,
+        llc_stochastic: bool = False,
+    ):
+        norm = normalizer_of(planner_params)
+
+        def decision(hs: HierEnvState, k):
+            k_plan, k_exec = jax.random.split(k)
+            cond = norm(hs.hist)
+            chunk, aux = plan(planner_params, cond, k_plan, deterministic)
+            cmds = jax.vmap(lambda c: denormalize_command(env, c))(chunk[:, :exec_steps])
+            alive0 = jnp.ones_like(hs.env.reward)  # every env starts the chunk alive
+
+            def command_step(carry, inp):
+                s, alive, hist, acc = carry
+                cmd, kc = inp
+                s = v_with(s, cmd)
+
+                def llc_step(carry, kl):
+                    s, alive, acc = carry
+                    a, logp = llc.act(llc_learner, s.obs, kl, not llc_stochastic)
+                    nxt = v_step(s, a)
+                    nxt = jax.vmap(select)(alive, nxt, s)
+                    tr = None
+                    if record_llc:
+                        tr = LLCTransition(
+                            obs=s.obs, privileged_obs=s.privileged_obs, action=a, log_prob=logp,
+                            reward=nxt.reward * alive,
+                            done=jnp.maximum(nxt.done, 1.0 - alive),
+                            terminated=jnp.maximum(nxt.done * (1.0 - nxt.truncated), 1.0 - alive),
+                            value=llc.value(llc_learner, s.privileged_obs),
+                            next_value=llc.value(llc_learner, nxt.privileged_obs),
+                            valid=alive,
+                        )  # fmt: skip
+                    acc = {
+                        "reward": acc["reward"] + alive * nxt.task_reward,
+                        "hand_err": acc["hand_err"] + alive * nxt.metrics.get(hand_key, 0.0),
+                        "live": acc["live"] + alive,
+                        "nonfinite": jnp.maximum(acc["nonfinite"], alive * nxt.nonfinite),
+                    }
+                    alive = alive * (1.0 - nxt.done)
+                    return (nxt, alive, acc), tr
+
+                (s, alive, acc), trs = jax.lax.scan(
+                    llc_step, (s, alive, acc), jax.random.split(kc, hold)
+                )
+                hist = jax.vmap(history_push)(hist, v_dpobs(s))
+                return (s, alive, hist, acc), trs
+
+            zeros = jnp.zeros_like(hs.env.reward)
+            acc0 = {"reward": zeros, "hand_err": zeros, "live": zeros, "nonfinite": zeros}
+            (s, alive, hist, acc), trs = jax.lax.scan(
+                command_step,
+                (hs.env, alive0, hs.hist, acc0),
+                (jnp.swapaxes(cmds, 0, 1), jax.random.split(k_exec, exec_steps)),
+            )
+            done = 1.0 - alive
+            dec = Decision(
+                cond=cond, next_cond=norm(hist), aux=aux, reward=acc["reward"], done=done,
+                terminated=done * (1.0 - s.truncated), success=done * s.success,
+                episode_steps=done * s.step_count, nonfinite=acc["nonfinite"],
+                hand_err=acc["hand_err"] / jnp.maximum(acc["live"], 1.0),
+            )  # fmt: skip
+            s = v_reset_where(s, done, hs.curriculum)
+            fresh_hist = jax.vmap(lambda st: history_init(env.dp_observation(st), hist.shape[1]))(s)
+            hist = jnp.where(done[:, None, None] > 0.5, fresh_hist, hist)
+            return HierEnvState(s, hist, hs.curriculum), (dec, trs)
+
+        hs, (decs, trs) = jax.lax.scan(decision, hs, jax.random.split(key, num_decisions))
+        if record_llc:  # [T, Ta_exec, hold, B, ...] -> [T * Ta_exec * hold, B, ...]
+            trs = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), trs)
+        return hs, decs, trs
+
+    return rollout
+
+
+def make_qpos_rollout(
+    env: Env,
+    llc: GaussianPPO,
+    plan: PlanFn,
+    normalizer_of: Callable[[Any], ObsNormalizer],
+    num_decisions: int,
+    exec_steps: int,
+    hold: int,
+) -> Callable:
+    """Deterministic rollout that records qpos at every LLC step (for videos); envs that finish
+    keep their final pose. rollout(hstate, planner_params, llc_learner, key) -> [frames, B, nq]."""
+    v_step = jax.vmap(env.step)
+    v_with = jax.vmap(env.with_command)
+    v_dpobs = jax.vmap(env.dp_observation)
+
+    def rollout(hs: HierEnvState, planner_params, llc_learner, key):
+        norm = normalizer_of(planner_params)
+
+        def decision(carry, k):
+            s, hist, alive = carry
+            chunk, _ = plan(planner_params, norm(hist), k, True)
+            cmds = jax.vmap(lambda c: denormalize_command(env, c))(chunk[:, :exec_steps])
+
+            def command_step(carry, cmd):
+                s, hist, alive = carry
+                s = v_with(s, cmd)
+
+                def llc_step(carry, _):
+                    s, alive = carry
+                    a, _ = llc.act(llc_learner, s.obs, key, True)
+                    nxt = jax.vmap(select)(alive, v_step(s, a), s)
+                    return (nxt, alive * (1.0 - nxt.done)), nxt.data.qpos
+
+                (s, alive), qpos = jax.lax.scan(llc_step, (s, alive), None, length=hold)
+                return (s, jax.vmap(history_push)(hist, v_dpobs(s)), alive), qpos
+
+            carry, qpos = jax.lax.scan(command_step, (s, hist, alive), jnp.swapaxes(cmds, 0, 1))
+            return carry, qpos
+
+        alive = jnp.ones_like(hs.env.reward)
+        _, qpos = jax.lax.scan(
+            decision, (hs.env, hs.hist, alive), jax.random.split(key, num_decisions)
+        )
+        return qpos.reshape((-1,) + qpos.shape[3:])
+
+    return rollout

@@ -1,0 +1,84 @@
+"""The host loop around a compiled ``train_step``: resume, progress bar, logging, checkpoints.
+
+Everything stochastic lives in the state (its ``key`` field), so a run resumed from a
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from tqdm.auto import tqdm
+
+from refine_dp_jax.checkpoint import Checkpointer
+from refine_dp_jax.logs import MetricsLogger
+
+
+def all_finite(tree: Any) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def guard_nonfinite(step_fn: Callable) -> Callable:
+    """Wraps ``step(state) -> (state, metrics)``: an update that would make any float leaf
+    non-finite is dropped (the old state is kept, only the key advances) and counted."""
+
+    def guarded(state):
+        new, metrics = step_fn(state)
+        ok = all_finite(new)
+        kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        kept = kept.replace(key=new.key)
+        return kept, {**metrics, "skipped_nonfinite_update": 1.0 - ok.astype(jnp.float32)}
+
+    return guarded
+
+
+def run_loop(
+    stage_dir: str,
+    state: Any,
+    step_fn: Callable,
+    iterations: int,
+    ckpt_every: int,
+    desc: str,
+    plot_keys: list[str] | None = None,
+    postfix_keys: tuple[str, ...] = (),
+    stop_after: int | None = None,
+) -> tuple[Any, list[dict]]:
+    """Runs ``iterations`` compiled steps from the newest checkpoint in ``stage_dir/ckpt``.
+
+    ``stop_after`` (tests) stops after that many iterations of this call, as a kill would.
+    Returns (state, rows logged by this call).
+    """
+    ck = Checkpointer(os.path.join(stage_dir, "ckpt"))
+    start = ck.latest_step() or 0
+    if start:
+        state, _ = ck.restore(start, state)
+    # The state is donated to the step: give every leaf its own buffer first (initial states may
+    # alias, e.g. parameters and their EMA copy).
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    logger = MetricsLogger(stage_dir, resume_from=start)
+    step = jax.jit(guard_nonfinite(step_fn), donate_argnums=0)
+    rows = []
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, desc=desc,
+               disable=os.environ.get("REFINE_DP_JAX_NO_BAR") == "1")  # fmt: skip
+    for done, it in enumerate(bar):
+        if stop_after is not None and done >= stop_after:
+            break
+        state, metrics = step(state)
+        row = logger.log(it, metrics)
+        rows.append(row)
+        bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in postfix_keys if k in row})
+        if (it + 1) % ckpt_every == 0 or it + 1 == iterations:
+            ck.save(it + 1, state, {"iteration": it + 1})
+    bar.close()
+    logger.close(plot_keys, desc)
+    ck.close()
+    return state, rows

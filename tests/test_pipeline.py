@@ -1,0 +1,174 @@
+"""The whole pipeline at toy sizes: every stage runs, artifacts are written, resume matches an
+uninterrupted run, non-finite physics is reset and counted, bad input fails early."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import experiments
+from refine_dp_jax import pipeline
+from refine_dp_jax.checkpoint import load_artifact
+from refine_dp_jax.config import ConfigError, replace
+from refine_dp_jax.data.demos import DemoFormatError, load_demos
+from refine_dp_jax.train.loop import guard_nonfinite
+
+os.environ["REFINE_DP_JAX_NO_BAR"] = "1"
+TINY = "point_reach_tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return experiments.get(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tiny_cfg):
+    return pipeline.build(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cfg, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny_run"))
+    summary = pipeline.run_pipeline(tiny_cfg, out)
+    return out, summary
+
+
+def test_every_stage_runs_and_writes_its_artifacts(tiny_run):
+    out, summary = tiny_run
+    for stage in pipeline.STAGES:
+        assert os.path.exists(os.path.join(out, stage, "done.json")), stage
+    for stage in ("llc", "finetune_dp", "finetune_joint", "mlp_ppo"):
+        rows = [json.loads(x) for x in open(os.path.join(out, stage, "metrics.jsonl"))]
+        assert rows and all(np.isfinite(v) for r in rows for v in r.values()), stage
+        assert os.path.exists(os.path.join(out, stage, "curves.png"))
+        assert os.listdir(os.path.join(out, stage, "tb"))
+    for key in ("success_rate_pretrained", "success_rate_finetuned", "success_rate_joint",
+                "success_rate_mlp_ppo", "eval_episodes", "env_steps", "wall_seconds"):  # fmt: skip
+        assert summary[key] is not None, key
+    assert 0.0 <= summary["success_rate_joint"] <= 1.0
+    assert summary["env_steps"] > 0
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["config"]["env"] == experiments.get(TINY).env and "jax" in cfg["versions"]
+    assert os.path.exists(os.path.join(out, "eval", "success.png"))
+
+
+def test_demo_format_is_validated(tiny_run, tiny_parts, tmp_path):
+    out, _ = tiny_run
+    demos = load_demos(os.path.join(out, "demos"), tiny_parts.env)
+    assert demos.obs.shape[0] == demos.meta["num_episodes"] >= 1
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    meta = dict(demos.meta, version=99)
+    (bad / "demos.json").write_text(json.dumps(meta))
+    np.savez(bad / "demos.npz", obs=demos.obs, commands=demos.commands, lengths=demos.lengths)
+    with pytest.raises(DemoFormatError, match="version"):
+        load_demos(str(bad))
+    meta["version"] = 1
+    (bad / "demos.json").write_text(json.dumps(meta))
+    np.savez(bad / "demos.npz", obs=demos.obs * np.nan, commands=demos.commands,
+             lengths=demos.lengths)  # fmt: skip
+    with pytest.raises(DemoFormatError, match="non-finite"):
+        load_demos(str(bad))
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.mark.parametrize("stage", ["llc", "finetune_joint"])
+def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg, tmp_path):
+    """Stop a stage after one iteration (as a kill would, after its checkpoint), rerun the same
+    command: the final parameters equal those of the uninterrupted run bit for bit."""
+    out, _ = tiny_run
+    resumed = str(tmp_path / "resumed")
+    os.makedirs(resumed)
+    # Stages before the one under test are copied from the uninterrupted run.
+    import shutil
+
+    for dep in ("llc", "demos", "dp"):
+        if dep != stage:
+            shutil.copytree(os.path.join(out, dep), os.path.join(resumed, dep))
+    if stage == "llc":
+        run = lambda **kw: pipeline.stage_llc(tiny_parts, resumed, **kw)
+        get = lambda d: load_artifact(os.path.join(d, "llc", "final"),
+                                      {"llc": pipeline.llc_template(tiny_parts)})[0]  # fmt: skip
+    else:
+        run = lambda **kw: pipeline.stage_finetune(tiny_parts, resumed, joint=True, **kw)
+        get = lambda d: pipeline.load_finetuned(tiny_parts, d, "finetune_joint")
+    assert run(stop_after=1) == {"interrupted": True}
+    assert not os.path.exists(os.path.join(resumed, stage, "done.json"))
+    run()
+    a, b = _leaves(get(out)), _leaves(get(resumed))
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    rows = [json.loads(x) for x in open(os.path.join(resumed, stage, "metrics.jsonl"))]
+    assert [r["iteration"] for r in rows] == list(range(len(rows)))
+
+
+def test_nonfinite_physics_is_reset_and_counted(tiny_parts, tiny_cfg):
+    """An env whose physics turns NaN is flagged, reset, counted, and never reaches learning."""
+    from refine_dp_jax.train.llc import make_llc_train
+
+    init, step, _ = make_llc_train(tiny_parts.env, tiny_cfg.llc)
+    state = init(jax.random.PRNGKey(0))
+    data = state.env_state.data
+    state = state.replace(
+        env_state=state.env_state.replace(data=data.replace(qvel=data.qvel.at[0].set(jnp.nan)))
+    )
+    new, metrics = jax.jit(step)(state)
+    assert float(metrics["nonfinite_resets"]) >= 1
+    assert all(np.isfinite(x).all() for x in _leaves(new.learner))
+    assert all(np.isfinite(x).all() for x in _leaves(new.env_state.data.qvel))
+
+
+def test_guard_drops_nonfinite_updates():
+    from flax import struct
+
+    @struct.dataclass
+    class S:
+        w: jax.Array
+        key: jax.Array
+
+    bad = lambda s: (S(s.w * jnp.nan, s.key + 1), {})
+    new, m = guard_nonfinite(bad)(S(jnp.ones(3), jnp.zeros(2, jnp.uint32)))
+    np.testing.assert_array_equal(np.asarray(new.w), np.ones(3))
+    assert int(new.key[0]) == 1 and float(m["skipped_nonfinite_update"]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"dppo.minibatches": 5}, "DPPO"),
+        ({"llc.ppo.minibatches": 3}, "LLC PPO"),
+        ({"diffusion.exec_steps": 9}, "exec_steps"),
+        ({"dppo.sample_std_floor": 0.0}, "sample_std_floor"),
+        ({"hold": 0}, "hold"),
+        ({"no_such_field": 1}, "no field"),
+    ],
+)
+def test_bad_experiment_values_fail_before_compiling(tiny_cfg, changes, match):
+    with pytest.raises(ConfigError, match=match):
+        replace(tiny_cfg, **changes)
+
+
+def test_run_dir_refuses_a_different_config(tiny_cfg, tmp_path):
+    pipeline.save_config(tiny_cfg, str(tmp_path))
+    with pytest.raises(ConfigError, match="another config"):
+        pipeline.save_config(replace(tiny_cfg, seed=5), str(tmp_path))
+
+
+def test_cli_help_and_bad_experiment(capsys):
+    from refine_dp_jax import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    assert "pipeline" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["pipeline", "--experiment", "nope", "--out", "/tmp/x"])
+    assert e.value.code == 2

@@ -123,8 +123,41 @@ _STAGE_DOCS = {
 }
 
 
+def sweep(
+    experiment: str = "testbed",
+    out: Path = Path("runs/testbed"),
+    seeds: tuple[int, ...] = (0, 1),
+    grid: tuple[str, ...] = (),
+    set: tuple[str, ...] = (),  # noqa: A002
+    joint: bool | None = None,
+) -> None:
+    """Fine-tunes S seeds x H hyperparameter values in ONE compiled program (a vmap axis), from
+    the pre-trained DP and LLC in --out. --grid takes name=v1,v2,... for the dynamic DPPO fields
+    (actor_lr, critic_lr, clip_eps, clip_eps_base, gamma, gae_lambda, gamma_denoise, vf_coef,
+    sample_std_floor, logprob_std_floor); e.g. --grid actor_lr=1e-4,3e-4 --seeds 0 1 2."""
+    setup_process()
+    from refine_dp_jax.sweep import run_sweep
+
+    cfg = _experiment(experiment, set)
+    values = {}
+    for item in grid:
+        if "=" not in item:
+            raise ConfigError(f"--grid expects name=v1,v2,..., got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            values[k.strip()] = [float(x) for x in v.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--grid {k}: values must be numbers, got {v!r}") from None
+    result = run_sweep(cfg, str(out), list(seeds), values, joint)
+    print(json.dumps({k: v for k, v in result.items() if k != "state"}, indent=1))
+
+
 def commands() -> dict:
-    return {"probe": probe, **{name: _stage_command(name) for name in _STAGE_DOCS}}
+    return {
+        "probe": probe,
+        **{name: _stage_command(name) for name in _STAGE_DOCS},
+        "sweep": sweep,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,7 +49,7 @@ from refine_dp_jax.data.demos import (
 from refine_dp_jax.diffusion.networks import Critic, make_denoiser
 from refine_dp_jax.envs import make as make_env
 from refine_dp_jax.evaluate import make_evaluate, make_trajectory_recorder, render_video
-from refine_dp_jax.train.dppo import make_dppo
+from refine_dp_jax.train.dppo import DPPOHyper, make_dppo
 from refine_dp_jax.train.finetune import (
     FinetuneConfig,
     FinetuneState,
@@ -145,10 +145,6 @@ class Parts:
     critic: Any
     dppo: Any
 
-    @property
-    def key(self):
-        return jax.random.PRNGKey(self.cfg.seed)
-
 
 def build(cfg: ExperimentConfig) -> Parts:
     env = make_env(cfg.env)
@@ -158,8 +154,13 @@ def build(cfg: ExperimentConfig) -> Parts:
     return Parts(cfg, env, make_llc_ppo(env, cfg.llc), denoiser, critic, fns)
 
 
+def seed_key(seed: int, name: str):
+    """The PRNG key of a stage: the experiment seed folded with the stage name."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), sum(map(ord, name)))
+
+
 def stage_key(parts: Parts, name: str):
-    return jax.random.fold_in(parts.key, sum(map(ord, name)))
+    return seed_key(parts.cfg.seed, name)
 
 
 def llc_template(parts: Parts):
@@ -311,6 +312,33 @@ def finetune_env_steps(cfg: ExperimentConfig, rollouts: int) -> int:
     return f.iterations * rollouts * f.num_envs * f.decisions * d.exec_steps * cfg.hold
 
 
+def finetune_state(parts: Parts, cfg: ExperimentConfig, out: str, joint: bool) -> FinetuneState:
+    """Initial stage-4 state from the run's pre-trained DP and LLC, seeded by ``cfg.seed`` and
+    with ``cfg.dppo``'s dynamic hyperparameters (so sweep members differ only in leaves)."""
+    name = "finetune_joint" if joint else "finetune_dp"
+    params, normalizer = load_dp(parts, out)
+    k_c, k_env, k_state = jax.random.split(seed_key(cfg.seed, name), 3)
+    d = cfg.diffusion
+    critic_params = parts.critic.init(
+        k_c, jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
+    )["params"]
+    planner = parts.dppo.init(params, critic_params, cfg.finetune.num_envs)
+    return FinetuneState(
+        planner=planner.replace(hyper=DPPOHyper.from_config(cfg.dppo)),
+        normalizer=normalizer,
+        llc=load_llc(parts, out),
+        hier=_init_hier(parts, cfg.finetune.num_envs, k_env),
+        key=k_state,
+    )
+
+
+def finetune_step(parts: Parts, cfg: ExperimentConfig, joint: bool):
+    fcfg = dataclasses.replace(cfg.finetune, joint=joint)
+    return make_dppo_train(
+        parts.env, parts.dppo, parts.llc_ppo, cfg.diffusion, cfg.dppo, fcfg, cfg.llc, cfg.hold
+    )
+
+
 def stage_finetune(parts: Parts, out: str, joint: bool, stop_after: int | None = None) -> dict:
     """Stage 4: DPPO on the DP (and PPO on the LLC when ``joint``), one jitted step each."""
     name = "finetune_joint" if joint else "finetune_dp"
@@ -318,29 +346,11 @@ def stage_finetune(parts: Parts, out: str, joint: bool, stop_after: int | None =
     if (done := read_done(path)) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
-    fcfg = dataclasses.replace(cfg.finetune, joint=joint)
-    params, normalizer = load_dp(parts, out)
-    llc = load_llc(parts, out)
-    key = stage_key(parts, name)
-    k_c, k_env, k_state = jax.random.split(key, 3)
-    d = cfg.diffusion
-    critic_params = parts.critic.init(
-        k_c, jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
-    )["params"]
-    step = make_dppo_train(
-        parts.env, parts.dppo, parts.llc_ppo, d, cfg.dppo, fcfg, cfg.llc, cfg.hold
-    )
-    state = FinetuneState(
-        planner=parts.dppo.init(params, critic_params, fcfg.num_envs),
-        normalizer=normalizer,
-        llc=llc,
-        hier=_init_hier(parts, fcfg.num_envs, k_env),
-        key=k_state,
-    )
+    state = finetune_state(parts, cfg, out, joint)
     keys = ["dp/success_rate", "dp/task_reward", "dp/v_loss", "dp/approx_kl", "dp/clip_frac",
             "dp/hand_err", "llc/tracking_reward", "llc/v_loss", "dp/nonfinite_resets"]  # fmt: skip
     state, rows = run_loop(
-        path, state, step, fcfg.iterations, cfg.ckpt_every,
+        path, state, finetune_step(parts, cfg, joint), cfg.finetune.iterations, cfg.ckpt_every,
         f"stage 4: {'joint DPPO + LLC PPO' if joint else 'DPPO (DP only)'}", plot_keys=keys,
         postfix_keys=("dp/success_rate", "dp/approx_kl"), stop_after=stop_after,
     )  # fmt: skip
@@ -351,9 +361,11 @@ def stage_finetune(parts: Parts, out: str, joint: bool, stop_after: int | None =
         {"planner": state.planner, "normalizer": state.normalizer, "llc": state.llc},
         {"stage": name},
     )
-    env_steps = finetune_env_steps(cfg, 2 if joint else 1)
-    return finish(path, t0, {"final_metrics": _tail_mean(os.path.join(path, "metrics.jsonl"), 5),
-                             "env_steps": env_steps, "dp_updates": fcfg.iterations})  # fmt: skip
+    return finish(path, t0, {
+        "final_metrics": _tail_mean(os.path.join(path, "metrics.jsonl"), 5),
+        "env_steps": finetune_env_steps(cfg, 2 if joint else 1),
+        "dp_updates": cfg.finetune.iterations,
+    })  # fmt: skip
 
 
 def baseline_ppo(parts: Parts):

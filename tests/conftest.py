@@ -13,3 +13,32 @@ _CACHE = os.environ.get(
 jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import pytest  # noqa: E402
+
+os.environ["REFINE_DP_JAX_NO_BAR"] = "1"
+TINY = "point_reach_tiny"  # experiment for pipeline smoke, resume and sweep tests
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    import experiments
+
+    return experiments.get(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tiny_cfg):
+    from refine_dp_jax import pipeline
+
+    return pipeline.build(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cfg, tmp_path_factory):
+    """The whole pipeline at toy sizes, run once per session (its stages are reused)."""
+    from refine_dp_jax import pipeline
+
+    out = str(tmp_path_factory.mktemp("tiny_run"))
+    summary = pipeline.run_pipeline(tiny_cfg, out)
+    return out, summary

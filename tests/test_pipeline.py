@@ -16,25 +16,7 @@ from refine_dp_jax.config import ConfigError, replace
 from refine_dp_jax.data.demos import DemoFormatError, load_demos
 from refine_dp_jax.train.loop import guard_nonfinite
 
-os.environ["REFINE_DP_JAX_NO_BAR"] = "1"
-TINY = "point_reach_tiny"
-
-
-@pytest.fixture(scope="session")
-def tiny_cfg():
-    return experiments.get(TINY)
-
-
-@pytest.fixture(scope="session")
-def tiny_parts(tiny_cfg):
-    return pipeline.build(tiny_cfg)
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tiny_cfg, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("tiny_run"))
-    summary = pipeline.run_pipeline(tiny_cfg, out)
-    return out, summary
+from tests.conftest import TINY
 
 
 def test_every_stage_runs_and_writes_its_artifacts(tiny_run):

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from refine_dp_jax.checkpoint import Checkpointer
 from refine_dp_jax.logs import MetricsLogger
+from refine_dp_jax.train.sharding import make_mesh, shard_state
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -51,10 +52,13 @@ def run_loop(
     plot_keys: list[str] | None = None,
     postfix_keys: tuple[str, ...] = (),
     stop_after: int | None = None,
+    mesh: Any = "auto",
 ) -> tuple[Any, list[dict]]:
     """Runs ``iterations`` compiled steps from the newest checkpoint in ``stage_dir/ckpt``.
 
     ``stop_after`` (tests) stops after that many iterations of this call, as a kill would.
+    ``mesh``: a ``jax.sharding.Mesh`` to shard the environments over, ``None`` for one device,
+    or ``"auto"``: all devices when there are several.
     Returns (state, rows logged by this call).
     """
     ck = Checkpointer(os.path.join(stage_dir, "ckpt"))
@@ -64,8 +68,13 @@ def run_loop(
     # The state is donated to the step: give every leaf its own buffer first (initial states may
     # alias, e.g. parameters and their EMA copy).
     state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
-    logger = MetricsLogger(stage_dir, resume_from=start)
-    step = jax.jit(guard_nonfinite(step_fn), donate_argnums=0)
+    if mesh == "auto":
+        mesh = make_mesh() if jax.device_count() > 1 else None
+    state, shardings = shard_state(state, mesh)
+    main = jax.process_index() == 0
+    logger = MetricsLogger(stage_dir, resume_from=start) if main else None
+    out_shardings = None if shardings is None else (shardings, None)
+    step = jax.jit(guard_nonfinite(step_fn), donate_argnums=0, out_shardings=out_shardings)
     rows = []
     bar = tqdm(range(start, iterations), initial=start, total=iterations, desc=desc,
                disable=os.environ.get("REFINE_DP_JAX_NO_BAR") == "1")  # fmt: skip
@@ -73,12 +82,16 @@ def run_loop(
         if stop_after is not None and done >= stop_after:
             break
         state, metrics = step(state)
-        row = logger.log(it, metrics)
+        if logger is None:
+            row = {"iteration": it}
+        else:
+            row = logger.log(it, metrics)
         rows.append(row)
         bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in postfix_keys if k in row})
         if (it + 1) % ckpt_every == 0 or it + 1 == iterations:
             ck.save(it + 1, state, {"iteration": it + 1})
     bar.close()
-    logger.close(plot_keys, desc)
+    if logger is not None:
+        logger.close(plot_keys, desc)
     ck.close()
     return state, rows

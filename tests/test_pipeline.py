@@ -15,7 +15,6 @@ from refine_dp_jax.checkpoint import load_artifact
 from refine_dp_jax.config import ConfigError, replace
 from refine_dp_jax.data.demos import DemoFormatError, load_demos
 from refine_dp_jax.train.loop import guard_nonfinite
-
 from tests.conftest import TINY
 
 

@@ -5,8 +5,9 @@ Robot
   * base: planar (slide x, slide y, hinge yaw) with force/torque motors, 12 kg, joint damping
     standing in for rolling friction. The LLC commands body-frame forces (omni wheels); the env
     rotates them into the world frame.
-  * arm: two pitch joints (shoulder, elbow) in the base's x-z plane, position-controlled around
-    a default pose; the LLC commands joint-target offsets.
+  * arm: two pitch joints (shoulder, elbow) in the base's x-z plane, position-controlled; the
+    PD target is the analytic inverse kinematics of the commanded hand position plus the LLC's
+    residual offsets (so PPO learns corrections, not IK from scratch).
   * gripper: a suction cup at the hand. When the gripper command is "closed" and the box top is
     within ``capture_radius`` of the cup, a bounded spring-damper force (``xfrc_applied``) pulls
     the box to the cup, with the opposite force on the hand. Open: no force, the box falls.
@@ -117,7 +118,7 @@ class TestbedConfig:
     shoulder: tuple[float, float] = (0.15, 0.35)  # shoulder (x, z) in the base frame, m
     link_lengths: tuple[float, float] = (0.35, 0.35)  # m
     default_arm: tuple[float, float] = (0.3, -1.2)  # default joint pose, rad
-    arm_action_scale: float = 1.2  # rad per unit arm action
+    arm_action_scale: float = 0.5  # rad per unit arm action (residual on the IK target)
     box_half: float = 0.04  # m
     box_mass: float = 0.3  # kg
     box_friction: float = 0.8
@@ -146,8 +147,8 @@ class TestbedConfig:
     sigma_vel: float = 0.2
     w_yaw: float = 0.5
     sigma_yaw: float = 0.4
-    w_hand: float = 1.0
-    sigma_hand: float = 0.08
+    w_hand: float = 1.5
+    sigma_hand: tuple[float, ...] = (0.4, 0.1, 0.04)  # averaged kernels, as the paper's 3 terms
     w_action_rate: float = 0.02
     max_qvel: float = 200.0  # beyond this the state counts as exploded
 
@@ -363,7 +364,9 @@ class TestbedEnv:
         a = jnp.clip(jnp.nan_to_num(action), -1.0, 1.0)
         yaw = state.data.qpos[2]
         force = _rot(yaw) @ a[:2]
-        arm_target = self._default + c.arm_action_scale * a[3:5]
+        # The arm's PD target is the analytic IK of the commanded hand position plus the LLC's
+        # residual: the LLC learns the corrections (load, sag, base motion), not IK from scratch.
+        arm_target = self.inverse_kinematics(state.command[3:5]) + c.arm_action_scale * a[3:5]
         ctrl = jnp.concatenate([force, a[2:3], arm_target])
         closed = (state.command[5] > 0.0).astype(jnp.float32)
 
@@ -387,7 +390,7 @@ class TestbedEnv:
         reward = (
             c.w_vel * jnp.exp(-(vel_e**2) / c.sigma_vel**2)
             + c.w_yaw * jnp.exp(-(yaw_e**2) / c.sigma_yaw**2)
-            + c.w_hand * jnp.exp(-(hand_e**2) / c.sigma_hand**2)
+            + c.w_hand * jnp.mean(jnp.exp(-(hand_e**2) / jnp.square(jnp.asarray(c.sigma_hand))))
             - c.w_action_rate * jnp.sum(jnp.square(a - state.last_action))
         )
         success = jnp.maximum(state.success, self.is_success(data, task) * (1.0 - bad))
@@ -497,8 +500,7 @@ class TestbedEnv:
         cmd = state.command
         f = c.base_damping * cmd[:2] + 60.0 * (cmd[:2] - p["vel_body"])
         tz = c.yaw_damping * cmd[2] + 6.0 * (cmd[2] - p["yaw_rate"])
-        q = self.inverse_kinematics(cmd[3:5])
-        arm = (q - self._default) / c.arm_action_scale
+        arm = jnp.zeros(2)  # the IK feed-forward is built into the action space
         return jnp.clip(jnp.concatenate([f / c.max_force, (tz / c.max_torque)[None], arm]), -1, 1)
 
 

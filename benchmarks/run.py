@@ -1,0 +1,236 @@
+"""Throughput benchmarks (``make bench``): every line goes to benchmarks/results.jsonl with a
+``run_id`` shared by the whole invocation, so ratios are taken within one run.
+
+  physics_limit  vmapped mjx.step of each registered environment's model
+  dppo_step      the fused DPPO training step (rollout + GAE + update), and its ratio to the
+                 physics limit at the same number of substeps
+  host_loop      the same rollout driven from Python, one jitted call per env step (the way
+                 PyTorch DPPO code is structured) - ratio fused / host loop
+  llc_ppo        our LLC PPO step vs brax_ppo (brax.training.agents.ppo.train) on the same
+                 MJX environment, same number of envs and network sizes
+  scaling        dppo_step env steps/s as the number of environments grows
+
+Each measurement compiles ahead of time (``lower().compile()``), reports compile seconds apart,
+then times steady calls with ``block_until_ready``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from mujoco import mjx  # noqa: E402
+
+import experiments  # noqa: E402
+from benchmarks.common import RUN_ID, append_result  # noqa: E402
+from refine_dp_jax import envs, pipeline  # noqa: E402
+from refine_dp_jax.config import replace  # noqa: E402
+from refine_dp_jax.train.finetune import FinetuneState  # noqa: E402
+from refine_dp_jax.train.hierarchy import ObsNormalizer, hier_init  # noqa: E402
+
+
+def timed(fn, arg, reps: int) -> tuple[float, float, object]:
+    """(compile_s, seconds per call, last output) for ``fn(arg)`` with a donated state."""
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(arg).compile()
+    compile_s = time.perf_counter() - t
+    out = compiled(arg)
+    jax.block_until_ready(out)
+    state = out[0] if isinstance(out, tuple) else out
+    t = time.perf_counter()
+    for _ in range(reps):
+        out = compiled(state)
+        state = out[0] if isinstance(out, tuple) else out
+    jax.block_until_ready(out)
+    return compile_s, (time.perf_counter() - t) / reps, out
+
+
+def physics_limit(env_name: str, batch: int, steps: int, reps: int) -> dict:
+    env = envs.make(env_name)
+    mx = env.mjx_model
+    s0 = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), batch))
+    data = s0.data
+
+    def roll(d):
+        return jax.lax.fori_loop(0, steps, lambda _, x: jax.vmap(mjx.step, (None, 0))(mx, x), d)
+
+    compile_s, per_call, _ = timed(roll, data, reps)
+    rate = batch * steps / per_call
+    return append_result("physics_limit", env=env_name, batch=batch, steps_per_s=rate,
+                         compile_s=compile_s, substeps=1)  # fmt: skip
+
+
+def finetune_setup(cfg, num_envs: int):
+    """A fine-tuning state with freshly initialised networks (throughput does not depend on
+    what was learned)."""
+    cfg = replace(cfg, **{"finetune.num_envs": num_envs})
+    parts = pipeline.build(cfg)
+    d = cfg.diffusion
+    key = jax.random.PRNGKey(0)
+    critic = parts.critic.init(key, jnp.zeros((1, d.obs_history, parts.env.dp_observation_size)))
+    ds = parts.env.dp_observation_size
+    state = FinetuneState(
+        planner=parts.dppo.init(pipeline.denoiser_template(parts), critic["params"], num_envs),
+        normalizer=ObsNormalizer(jnp.zeros(ds), jnp.ones(ds)),
+        llc=parts.llc_ppo.init(key),
+        hier=jax.jit(lambda k: hier_init(parts.env, k, num_envs, d.obs_history))(key),
+        key=key,
+    )
+    return cfg, parts, state
+
+
+def env_steps_per_iteration(cfg) -> tuple[int, int]:
+    """(LLC steps, physics steps) of one DPPO rollout."""
+    f, d = cfg.finetune, cfg.diffusion
+    llc = f.num_envs * f.decisions * d.exec_steps * cfg.hold
+    return llc, llc * envs.make(cfg.env).cfg.substeps
+
+
+def dppo_step(cfg, num_envs: int, reps: int, phys: dict | None, name="dppo_step") -> dict:
+    cfg, parts, state = finetune_setup(cfg, num_envs)
+    step = pipeline.finetune_step(parts, cfg, joint=False)
+    compile_s, per_call, _ = timed(step, state, reps)
+    llc_steps, phys_steps = env_steps_per_iteration(cfg)
+    f, d = cfg.finetune, cfg.diffusion
+    row = dict(
+        env=cfg.env, batch=num_envs, steps_per_s=llc_steps / per_call,
+        physics_steps_per_s=phys_steps / per_call, compile_s=compile_s,
+        denoising_steps_per_s=f.num_envs * f.decisions * d.chain_steps / per_call,
+        seconds_per_iteration=per_call,
+    )  # fmt: skip
+    if phys is not None:
+        row["ratio_to_physics_limit"] = row["physics_steps_per_s"] / phys["steps_per_s"]
+    return append_result(name, **row)
+
+
+def host_loop(cfg, num_envs: int, reps: int) -> dict:
+    """The same DPPO rollout with Python driving it: jitted planner call per decision, jitted
+    LLC + env step per LLC step (vmapped over envs), then the jitted update."""
+    from refine_dp_jax.envs.base import denormalize_command
+    from refine_dp_jax.envs.wrappers import history_push
+
+    cfg, parts, state = finetune_setup(cfg, num_envs)
+    env, d = parts.env, cfg.diffusion
+    fns = parts.dppo
+
+    @jax.jit
+    def plan(learner, norm, hist, key):
+        chain = fns.sample(learner.actor, learner.frozen, learner.hyper, norm(hist), key, False)
+        return chain.xs[-1]
+
+    @jax.jit
+    def llc_env_step(llc, s, cmd, key):
+        s = jax.vmap(env.with_command)(s, cmd)
+        a, _ = parts.llc_ppo.act(llc, s.obs, key, True)
+        return jax.vmap(env.step)(s, a)
+
+    push = jax.jit(lambda h, s: jax.vmap(history_push)(h, jax.vmap(env.dp_observation)(s)))
+    to_cmd = jax.jit(jax.vmap(jax.vmap(lambda c: denormalize_command(env, c))))
+
+    def iteration(state):
+        s, hist = state.hier.env, state.hier.hist
+        key = state.key
+        for _ in range(cfg.finetune.decisions):
+            key, k = jax.random.split(key)
+            chunk = to_cmd(plan(state.planner, state.normalizer, hist, k))
+            for j in range(d.exec_steps):
+                for _ in range(cfg.hold):
+                    key, k = jax.random.split(key)
+                    s = llc_env_step(state.llc, s, chunk[:, j], k)
+                hist = push(hist, s)
+        return s
+
+    iteration(state)  # compile every piece
+    jax.block_until_ready(state.hier.env.data.qpos)
+    t = time.perf_counter()
+    for _ in range(reps):
+        out = iteration(state)
+    jax.block_until_ready(out.data.qpos)
+    per_call = (time.perf_counter() - t) / reps
+    llc_steps, _ = env_steps_per_iteration(cfg)
+    return append_result("host_loop", env=cfg.env, batch=num_envs,
+                         steps_per_s=llc_steps / per_call, compile_s=float("nan"),
+                         note="rollout only (no update)")  # fmt: skip
+
+
+def llc_ppo(cfg, num_envs: int, reps: int) -> dict:
+    from refine_dp_jax.train.llc import make_llc_train
+
+    cfg = replace(cfg, **{"llc.num_envs": num_envs})
+    env = envs.make(cfg.env)
+    init, step, _ = make_llc_train(env, cfg.llc)
+    state = jax.jit(init)(jax.random.PRNGKey(0))
+    compile_s, per_call, _ = timed(step, state, reps)
+    n = cfg.llc.num_envs * cfg.llc.rollout_steps
+    return append_result("llc_ppo", env=cfg.env, batch=num_envs, steps_per_s=n / per_call,
+                         compile_s=compile_s, unroll_length=cfg.llc.rollout_steps,
+                         hidden=list(cfg.llc.ppo.actor_hidden))  # fmt: skip
+
+
+def brax_ppo(cfg, num_envs: int, quick: bool) -> dict:
+    """brax's own PPO on the same MJX environment through a thin adapter."""
+    from benchmarks.brax_adapter import run_brax_ppo
+
+    rate, compile_s, info = run_brax_ppo(cfg, num_envs, quick)
+    return append_result("brax_ppo", env=cfg.env, batch=num_envs, steps_per_s=rate,
+                         compile_s=compile_s, **info)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, < 10 min on 2 CPU cores")
+    ap.add_argument("--experiment", default="testbed")
+    ap.add_argument("--only", nargs="*", default=None, help="benchmarks to run (names)")
+    args = ap.parse_args()
+    cfg = experiments.get(args.experiment)
+    batch = 64 if args.quick else 256
+    reps = 2 if args.quick else 5
+    want = lambda n: args.only is None or n in args.only
+    print(f"run_id {RUN_ID}, device {jax.devices()[0].device_kind} x {jax.device_count()}")
+    phys = None
+    if want("physics_limit"):
+        for name in envs.names():
+            row = physics_limit(name, batch, 20, reps)
+            if name == cfg.env:
+                phys = row
+            print(f"physics_limit {name}: {row['steps_per_s']:,.0f} steps/s")
+    if want("dppo_step"):
+        row = dppo_step(cfg, batch, reps, phys)
+        print(f"dppo_step: {row['steps_per_s']:,.0f} LLC steps/s, "
+              f"ratio to physics {row.get('ratio_to_physics_limit', float('nan')):.2f}")
+        if want("host_loop"):
+            host = host_loop(cfg, batch, 1)
+            append_result("fused_vs_host_loop", env=cfg.env, batch=batch,
+                          steps_per_s=row["steps_per_s"], compile_s=float("nan"),
+                          ratio=row["steps_per_s"] / host["steps_per_s"])  # fmt: skip
+            print(f"host_loop: {host['steps_per_s']:,.0f} LLC steps/s "
+                  f"(fused {row['steps_per_s'] / host['steps_per_s']:.1f}x)")
+    if want("llc_ppo"):
+        ours = llc_ppo(cfg, batch, reps)
+        print(f"llc_ppo: {ours['steps_per_s']:,.0f} env steps/s")
+        if want("brax_ppo"):
+            theirs = brax_ppo(cfg, batch, args.quick)
+            append_result("llc_ppo_vs_brax", env=cfg.env, batch=batch,
+                          steps_per_s=ours["steps_per_s"], compile_s=float("nan"),
+                          ratio=ours["steps_per_s"] / theirs["steps_per_s"])  # fmt: skip
+            print(f"brax_ppo: {theirs['steps_per_s']:,.0f} env steps/s "
+                  f"(ours {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x)")
+    if want("scaling"):
+        sizes = (16, 32, 64, 128) if args.quick else (32, 64, 128, 256, 512)
+        for b in sizes:
+            row = dppo_step(cfg, b, reps, None, name="scaling")
+            print(f"scaling B={b}: {row['steps_per_s']:,.0f} LLC steps/s")
+    from benchmarks.report import write_report
+
+    write_report()
+    del np
+
+
+if __name__ == "__main__":
+    main()

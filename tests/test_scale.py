@@ -85,3 +85,34 @@ def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
     diffs = [np.abs(np.asarray(x) - np.asarray(y)).max()
              for x, y in zip(b, jax.tree.leaves(other.planner.actor), strict=True)]  # fmt: skip
     assert max(diffs) > 1e-6
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_together_with_identical_parameters(tmp_path):
+    """jax.distributed over 127.0.0.1 (gloo CPU collectives): two processes, one mesh, two
+    LLC PPO iterations; both end with the same parameters."""
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("XLA_FLAGS", None)
+    script = os.path.join(ROOT, "tests", "scripts", "multihost_worker.py")
+    procs = [
+        subprocess.Popen([sys.executable, script, str(i), str(port), str(tmp_path)], env=env,
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    a = np.load(tmp_path / "params_0.npz")
+    b = np.load(tmp_path / "params_1.npz")
+    assert len(a.files) > 0 and a.files == b.files
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert "devices 2" in outs[0]

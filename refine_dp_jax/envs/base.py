@@ -97,6 +97,14 @@ class Env(Protocol):
     def command_high(self) -> jax.Array: ...  # [Dc]
 
 
+def put_model(mj_model: Any) -> Any:
+    """``mjx.put_model`` on this process's first device (``jax.devices()[0]`` belongs to
+    process 0 in a multi-host run and is not addressable from the others)."""
+    from mujoco import mjx
+
+    return mjx.put_model(mj_model, device=jax.local_devices()[0])
+
+
 _REGISTRY: dict[str, Callable[..., Env]] = {}
 
 

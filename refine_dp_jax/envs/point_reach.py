@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from refine_dp_jax.envs.base import EnvState, register
+from refine_dp_jax.envs.base import EnvState, put_model, register
 from refine_dp_jax.errors import ConfigError
 
 _XML = """
@@ -81,7 +81,7 @@ class PointReachEnv:
                 force=cfg.force_scale,
             )  # fmt: skip
         )
-        self.mjx_model = mjx.put_model(self.mj_model)
+        self.mjx_model = put_model(self.mj_model)
         self.dt = cfg.physics_dt * cfg.substeps
         self.episode_steps = cfg.episode_steps
         self.render_camera = (3.0, -60.0, 90.0)

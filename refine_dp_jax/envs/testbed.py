@@ -32,7 +32,7 @@ import mujoco
 from flax import struct
 from mujoco import mjx
 
-from refine_dp_jax.envs.base import EnvState, register
+from refine_dp_jax.envs.base import EnvState, put_model, register
 from refine_dp_jax.errors import ConfigError
 
 _XML = """
@@ -197,7 +197,7 @@ class TestbedEnv:
             box_friction=c.box_friction, max_force=c.max_force, max_torque=c.max_torque, kp=c.kp,
         )  # fmt: skip
         self.mj_model = mujoco.MjModel.from_xml_string(xml)
-        self.mjx_model = mjx.put_model(self.mj_model)
+        self.mjx_model = put_model(self.mj_model)
         m = self.mj_model
         self._cup = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "cup")
         self._box = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "box")

@@ -55,7 +55,10 @@ def write_report() -> str:
         if START in text and END in text:
             pre, rest = text.split(START, 1)
             post = rest.split(END, 1)[1]
-            body = f"\nLatest run `{last[0]['run_id']}`:\n\n{table(last)}\n\n![scaling](benchmarks/scaling.png)\n"
+            body = (
+                f"\nLatest run `{last[0]['run_id']}`:\n\n{table(last)}\n\n"
+                "![scaling](benchmarks/scaling.png)\n"
+            )
             with open(readme, "w") as f:
                 f.write(pre + START + body + END + post)
     return md

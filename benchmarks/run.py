@@ -24,7 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from mujoco import mjx  # noqa: E402
 
 import experiments  # noqa: E402
@@ -202,15 +201,19 @@ def main() -> None:
             print(f"physics_limit {name}: {row['steps_per_s']:,.0f} steps/s")
     if want("dppo_step"):
         row = dppo_step(cfg, batch, reps, phys)
-        print(f"dppo_step: {row['steps_per_s']:,.0f} LLC steps/s, "
-              f"ratio to physics {row.get('ratio_to_physics_limit', float('nan')):.2f}")
+        print(
+            f"dppo_step: {row['steps_per_s']:,.0f} LLC steps/s, "
+            f"ratio to physics {row.get('ratio_to_physics_limit', float('nan')):.2f}"
+        )
         if want("host_loop"):
             host = host_loop(cfg, batch, 1)
             append_result("fused_vs_host_loop", env=cfg.env, batch=batch,
                           steps_per_s=row["steps_per_s"], compile_s=float("nan"),
                           ratio=row["steps_per_s"] / host["steps_per_s"])  # fmt: skip
-            print(f"host_loop: {host['steps_per_s']:,.0f} LLC steps/s "
-                  f"(fused {row['steps_per_s'] / host['steps_per_s']:.1f}x)")
+            print(
+                f"host_loop: {host['steps_per_s']:,.0f} LLC steps/s "
+                f"(fused {row['steps_per_s'] / host['steps_per_s']:.1f}x)"
+            )
     if want("llc_ppo"):
         ours = llc_ppo(cfg, batch, reps)
         print(f"llc_ppo: {ours['steps_per_s']:,.0f} env steps/s")
@@ -219,8 +222,10 @@ def main() -> None:
             append_result("llc_ppo_vs_brax", env=cfg.env, batch=batch,
                           steps_per_s=ours["steps_per_s"], compile_s=float("nan"),
                           ratio=ours["steps_per_s"] / theirs["steps_per_s"])  # fmt: skip
-            print(f"brax_ppo: {theirs['steps_per_s']:,.0f} env steps/s "
-                  f"(ours {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x)")
+            print(
+                f"brax_ppo: {theirs['steps_per_s']:,.0f} env steps/s "
+                f"(ours {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x)"
+            )
     if want("scaling"):
         sizes = (16, 32, 64, 128) if args.quick else (32, 64, 128, 256, 512)
         for b in sizes:
@@ -229,7 +234,6 @@ def main() -> None:
     from benchmarks.report import write_report
 
     write_report()
-    del np
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def make_evaluate(
 
 def make_trajectory_recorder(
     env: Env, llc_ppo: GaussianPPO, plan: PlanFn, obs_history: int, exec_steps: int, hold: int,
-    num_envs: int = 2,
+    num_envs: int = 2, curriculum: float = 1.0,
 ) -> Callable:  # fmt: skip
     """record(planner_params, llc_learner, key) -> qpos [frames, B, nq], one frame per LLC step."""
     from refine_dp_jax.train.hierarchy import make_qpos_rollout
@@ -72,7 +72,7 @@ def make_trajectory_recorder(
 
     def record(planner_params, llc_learner, key):
         k_init, k_roll = jax.random.split(key)
-        hs = hier_init(env, k_init, num_envs, obs_history)
+        hs = hier_init(env, k_init, num_envs, obs_history, curriculum)
         return rollout(hs, planner_params, llc_learner, k_roll)
 
     return record

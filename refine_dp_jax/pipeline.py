@@ -102,6 +102,10 @@ class ExperimentConfig:
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    # Scale of the initial-pose ranges (radial distance, polar angle, heading) for fine-tuning
+    # and evaluation; demonstrations are collected at 1.0. Above 1 this is the paper's
+    # out-of-distribution setting (its curriculum widens the ranges to 320 %, 125 %, 600 %).
+    task_curriculum: float = 1.0
     eval_episodes: int = 200  # first episodes of this many envs, deterministic sampling
     video_episodes: int = 2
     ckpt_every: int = 10  # iterations between checkpoints
@@ -111,6 +115,7 @@ class ExperimentConfig:
 
     def __post_init__(self):
         _check(self.hold >= 1, f"hold must be >= 1, got {self.hold}")
+        _check(self.task_curriculum >= 0, "task_curriculum must be >= 0")
         _check(self.eval_episodes >= 1, "eval_episodes must be >= 1")
         _check(self.ckpt_every >= 1 and self.pretrain_chunk >= 1, "ckpt_every, pretrain_chunk >= 1")
         d, f = self.diffusion, self.finetune
@@ -181,8 +186,8 @@ def normalizer_template(parts: Parts) -> ObsNormalizer:
 
 
 def _init_hier(parts: Parts, num_envs: int, key):
-    obs_history = parts.cfg.diffusion.obs_history
-    return jax.jit(lambda k: hier_init(parts.env, k, num_envs, obs_history))(key)
+    obs_history, c = parts.cfg.diffusion.obs_history, parts.cfg.task_curriculum
+    return jax.jit(lambda k: hier_init(parts.env, k, num_envs, obs_history, c))(key)
 
 
 def stage_dir(out: str, name: str) -> str:
@@ -485,7 +490,7 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
             st = load_finetuned(parts, out, name)
             policies[name] = ((st["planner"], st["normalizer"]), st["llc"])
     for name, (pp, llc_l) in policies.items():
-        results[name] = _floats(eval_dp(pp, llc_l, key))
+        results[name] = _floats(eval_dp(pp, llc_l, key, cfg.task_curriculum))
         print(f"eval {name}: {results[name]}")
     if read_done(os.path.join(out, "mlp_ppo")) is not None:
         ppo = baseline_ppo(parts)
@@ -496,7 +501,9 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
         st, _ = load_artifact(os.path.join(out, "mlp_ppo", "final"), tmpl)
         plan = mlp_plan_fn(ppo, d.exec_steps, env.command_size)
         eval_mlp = jax.jit(make_evaluate(env, parts.llc_ppo, plan, **common))
-        results["mlp_ppo"] = _floats(eval_mlp((st["planner"], st["normalizer"]), llc, key))
+        results["mlp_ppo"] = _floats(
+            eval_mlp((st["planner"], st["normalizer"]), llc, key, cfg.task_curriculum)
+        )
         print(f"eval mlp_ppo: {results['mlp_ppo']}")
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -17,7 +17,7 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 import pytest  # noqa: E402
 
 os.environ["REFINE_DP_JAX_NO_BAR"] = "1"
-TINY = "point_reach_tiny"  # experiment for pipeline smoke, resume and sweep tests
+TINY = "testbed_tiny"  # experiment for pipeline smoke, resume, NaN and sweep tests
 
 
 @pytest.fixture(scope="session")

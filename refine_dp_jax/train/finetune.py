@@ -42,14 +42,10 @@ class FinetuneConfig:
     decisions: int = 16  # T decisions per iteration
     iterations: int = 30
     joint: bool = True  # alternate LLC PPO and DPPO (Algorithm 1); False = DP-only
-    curriculum_success: float = 0.9  # widen the reset ranges when success reaches this
-    curriculum_factor: float = 1.0  # multiply the range scale by this (1.0 = no curriculum)
-    curriculum_max: float = 1.0
 
     def __post_init__(self):
         _check(self.num_envs >= 1 and self.decisions >= 1, "num_envs and decisions must be >= 1")
         _check(self.iterations >= 0, "iterations must be >= 0")
-        _check(self.curriculum_factor >= 1.0, "curriculum_factor must be >= 1")
 
 
 @struct.dataclass

@@ -9,6 +9,7 @@
   llc_ppo        our LLC PPO step vs brax_ppo (brax.training.agents.ppo.train) on the same
                  MJX environment, same number of envs and network sizes
   scaling        dppo_step env steps/s as the number of environments grows
+  sweep          S sweep members in one vmapped program: total env steps/s as S grows
 
 Each measurement compiles ahead of time (``lower().compile()``), reports compile seconds apart,
 then times steady calls with ``block_until_ready``.
@@ -108,6 +109,28 @@ def dppo_step(cfg, num_envs: int, reps: int, phys: dict | None, name="dppo_step"
     return append_result(name, **row)
 
 
+def fused_rollout(cfg, num_envs: int, reps: int) -> dict:
+    """The rollout part of the fused step alone (same work as ``host_loop``)."""
+    from refine_dp_jax.train.finetune import dp_plan_fn
+    from refine_dp_jax.train.hierarchy import make_hier_rollout
+
+    cfg, parts, state = finetune_setup(cfg, num_envs)
+    d = cfg.diffusion
+    rollout = make_hier_rollout(
+        parts.env, parts.llc_ppo, dp_plan_fn(parts.dppo, d.ft_steps), lambda p: p[1],
+        cfg.finetune.decisions, d.exec_steps, cfg.hold,
+    )  # fmt: skip
+
+    def run(st):
+        hs, decs, _ = rollout(st.hier, (st.planner, st.normalizer), st.llc, st.key)
+        return st.replace(hier=hs, key=jax.random.fold_in(st.key, 1)), decs.reward
+
+    compile_s, per_call, _ = timed(run, state, reps)
+    llc_steps, _ = env_steps_per_iteration(cfg)
+    return append_result("fused_rollout", env=cfg.env, batch=num_envs,
+                         steps_per_s=llc_steps / per_call, compile_s=compile_s)  # fmt: skip
+
+
 def host_loop(cfg, num_envs: int, reps: int) -> dict:
     """The same DPPO rollout with Python driving it: jitted planner call per decision, jitted
     LLC + env step per LLC step (vmapped over envs), then the jitted update."""
@@ -181,6 +204,23 @@ def brax_ppo(cfg, num_envs: int, quick: bool) -> dict:
                          compile_s=compile_s, **info)  # fmt: skip
 
 
+def sweep_scaling(cfg, num_envs: int, members: int, reps: int) -> dict:
+    """Throughput of S sweep members in one vmapped program (the `refine-dp sweep` path)."""
+    from refine_dp_jax.train.loop import guard_nonfinite
+
+    cfg, parts, state = finetune_setup(cfg, num_envs)
+    step = jax.vmap(guard_nonfinite(pipeline.finetune_step(parts, cfg, joint=False)))
+    stacked = jax.tree.map(lambda x: jnp.stack([x] * members), state)
+    stacked = stacked.replace(key=jax.random.split(jax.random.PRNGKey(1), members))
+    compile_s, per_call, _ = timed(step, stacked, reps)
+    llc_steps, _ = env_steps_per_iteration(cfg)
+    rate = members * llc_steps / per_call
+    return append_result(
+        "sweep", env=cfg.env, batch=num_envs, members=members, steps_per_s=rate,
+        compile_s=compile_s,
+    )  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, < 10 min on 2 CPU cores")
@@ -231,6 +271,10 @@ def main() -> None:
         for b in sizes:
             row = dppo_step(cfg, b, reps, None, name="scaling")
             print(f"scaling B={b}: {row['steps_per_s']:,.0f} LLC steps/s")
+    if want("sweep"):
+        for m in (1, 2, 4):
+            row = sweep_scaling(cfg, 32 if args.quick else 128, m, reps)
+            print(f"sweep S={m}: {row['steps_per_s']:,.0f} LLC steps/s over all members")
     from benchmarks.report import write_report
 
     write_report()

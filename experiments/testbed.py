@@ -99,4 +99,5 @@ def testbed_tiny() -> ExperimentConfig:
         video_episodes=0,
         ckpt_every=1,
         pretrain_chunk=2,
+        run_dp_only=False,  # the joint step contains the DPPO phase; keeps CI compile time down
     )

@@ -18,18 +18,21 @@ from refine_dp_jax.train.loop import guard_nonfinite
 from tests.conftest import TINY
 
 
-def test_every_stage_runs_and_writes_its_artifacts(tiny_run):
+def test_every_stage_runs_and_writes_its_artifacts(tiny_run, tiny_cfg):
     out, summary = tiny_run
-    for stage in pipeline.STAGES:
+    # DP-only fine-tuning is the same stage function as joint fine-tuning without the LLC phase.
+    stages = [s for s in pipeline.STAGES if tiny_cfg.run_dp_only or s != "finetune_dp"]
+    for stage in stages:
         assert os.path.exists(os.path.join(out, stage, "done.json")), stage
-    for stage in ("llc", "finetune_dp", "finetune_joint", "mlp_ppo"):
+    for stage in [s for s in stages if s not in ("demos", "dp", "eval")]:
         rows = [json.loads(x) for x in open(os.path.join(out, stage, "metrics.jsonl"))]
         assert rows and all(np.isfinite(v) for r in rows for v in r.values()), stage
         assert os.path.exists(os.path.join(out, stage, "curves.png"))
         assert os.listdir(os.path.join(out, stage, "tb"))
-    for key in ("success_rate_pretrained", "success_rate_finetuned", "success_rate_joint",
-                "success_rate_mlp_ppo", "eval_episodes", "env_steps", "wall_seconds"):  # fmt: skip
+    for key in ("success_rate_pretrained", "success_rate_joint", "success_rate_mlp_ppo",
+                "eval_episodes", "env_steps", "wall_seconds"):  # fmt: skip
         assert summary[key] is not None, key
+    assert "success_rate_finetuned" in summary
     assert 0.0 <= summary["success_rate_joint"] <= 1.0
     assert summary["env_steps"] > 0
     cfg = json.load(open(os.path.join(out, "config.json")))

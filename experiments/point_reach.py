@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from experiments import register
-from refine_dp_jax.config import DiffusionConfig, DPPOConfig, PretrainConfig
+from experiments.testbed import testbed_tiny
+from refine_dp_jax.config import DiffusionConfig, DPPOConfig, PretrainConfig, replace
 from refine_dp_jax.data.demos import DemoConfig
 from refine_dp_jax.diffusion.networks import DenoiserConfig
 from refine_dp_jax.pipeline import BaselineConfig, ExperimentConfig
@@ -34,39 +35,5 @@ def point_reach() -> ExperimentConfig:
 
 @register("point_reach_tiny")
 def point_reach_tiny() -> ExperimentConfig:
-    return ExperimentConfig(
-        env="point_reach",
-        hold=2,
-        llc=LLCConfig(
-            num_envs=8,
-            rollout_steps=8,
-            iterations=2,
-            ppo=PPOConfig(epochs=1, minibatches=2, actor_hidden=(16,), critic_hidden=(16,)),
-        ),  # fmt: skip
-        demos=DemoConfig(num_episodes=2, batch_envs=8, max_batches=1, executor="reference"),
-        diffusion=DiffusionConfig(
-            obs_history=2,
-            horizon=4,
-            exec_steps=2,
-            num_steps=4,
-            ft_steps=2,
-            denoiser=DenoiserConfig(kind="mlp", hidden=16, depth=1, time_dim=4),
-        ),  # fmt: skip
-        pretrain=PretrainConfig(steps=4, batch_size=8, warmup_steps=1),
-        dppo=DPPOConfig(epochs=1, minibatches=2),
-        finetune=FinetuneConfig(num_envs=4, decisions=2, iterations=2),
-        baseline=BaselineConfig(
-            bc_steps=2,
-            ppo=PPOConfig(
-                epochs=1,
-                minibatches=2,
-                actor_hidden=(16,),
-                critic_hidden=(16,),
-                normalize_inputs=False,
-            ),
-        ),
-        eval_episodes=4,
-        video_episodes=0,
-        ckpt_every=1,
-        pretrain_chunk=2,
-    )
+    """The testbed's toy sizes on the puck (scripts and scale tests)."""
+    return replace(testbed_tiny(), env="point_reach", run_dp_only=True)

@@ -10,15 +10,27 @@ Robot
     residual offsets (so PPO learns corrections, not IK from scratch).
   * gripper: a suction cup at the hand. When the gripper command is "closed" and the box top is
     within ``capture_radius`` of the cup, a bounded spring-damper force (``xfrc_applied``) pulls
-    the box to the cup, with the opposite force on the hand. Open: no force, the box falls.
-Contacts: only box-floor (explicit pair); the robot has no collision geometry (speed).
+    the box to the cup, with the opposite force on the base; a damping torque stops it spinning.
+    Open: no force, the box falls and rests on the floor by contact.
+Contacts: only box-floor (one explicit pair, 4 contact points); the robot has no collision
+geometry (a base-box bumper halved the step rate). Solver: Newton, 2 iterations, 4 line-search
+iterations (1 iteration let the held box explode now and then).
 
 Command (the DP's action, Dc = 6): base velocity in the body frame (vx, vy, yaw rate), hand
 target in the base frame (x forward, z up), gripper (> 0 closes).
+LLC action (Da = 5, in [-1, 1]): body-frame base force x, y, yaw torque (x ``max_force``,
+``max_torque``); shoulder and elbow target offsets around the IK solution (x ``arm_action_scale``).
+
 Task: box on the floor at the origin; goal disc at a random place around it; the robot starts
-at radial distance r, polar angle theta, heading offset psi from facing the box, all ranges
-scaled by the traced ``curriculum``. Success: box at rest in the goal disc, on the floor, and
-released. Sparse task reward 1.0 on the success step; the episode ends there.
+at radial distance r, polar angle theta, heading offset psi from facing the box, all spans
+scaled by the traced ``curriculum``. Success (``is_success``): box at rest in the goal disc, on
+the floor, and released. Sparse task reward 1.0 on the success step; the episode ends there.
+Failure: the box leaves the arena (farther than ``arena_radius`` from where it started).
+The scripted stage planner lives in ``refine_dp_jax/planners/testbed.py``.
+
+Sizes: Do = 26 (body-frame base velocity 2, yaw rate 1, arm angles 2 and velocities 2, hand 2,
+command 6, tracking errors 5, last action 5, gripper closed 1); Dpriv = 34 (+ box position in
+the base frame 3, box velocity 3, goal in the base frame 2); Ds = 12 (see ``dp_observation``).
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from mujoco import mjx
 
 from refine_dp_jax.envs.base import EnvState, put_model, register
 from refine_dp_jax.errors import ConfigError
+from refine_dp_jax.planners import testbed as planner
+from refine_dp_jax.planners.testbed import PlannerConfig
 
 _XML = """
 <mujoco model="testbed_pick_place">
@@ -99,96 +113,150 @@ _XML = """
 
 @dataclass(frozen=True)
 class TestbedConfig:
-    """Physics, task and reward parameters of the testbed (every weight is a field)."""
+    """Physics, task, command-range and reward parameters of the testbed (SI units)."""
 
     __test__ = False  # not a pytest class
 
-    # physics
+    # -- physics / timing
     physics_dt: float = 0.01  # s per physics step
     substeps: int = 5  # physics steps per LLC step (LLC at 20 Hz)
-    solver_iterations: int = 2
-    ls_iterations: int = 4
-    episode_seconds: float = 14.0  # time limit
+    solver_iterations: int = 2  # Newton iterations (1 is unstable with a held box)
+    ls_iterations: int = 4  # line-search iterations per Newton iteration
+    episode_seconds: float = 14.0  # time limit of an episode, s
+    # -- robot
     base_mass: float = 12.0  # kg
     base_damping: float = 40.0  # N s/m on the planar slides (rolling friction)
-    yaw_damping: float = 8.0  # N m s/rad
+    yaw_damping: float = 8.0  # N m s/rad on the yaw hinge
     max_force: float = 40.0  # N per unit base action
     max_torque: float = 12.0  # N m per unit yaw action
     kp: float = 60.0  # arm position gain, N m/rad
     shoulder: tuple[float, float] = (0.15, 0.35)  # shoulder (x, z) in the base frame, m
-    link_lengths: tuple[float, float] = (0.35, 0.35)  # m
-    default_arm: tuple[float, float] = (0.3, -1.2)  # default joint pose, rad
+    link_lengths: tuple[float, float] = (0.35, 0.35)  # upper arm, forearm, m
+    default_arm: tuple[float, float] = (0.3, -1.2)  # joint pose at reset (shoulder, elbow), rad
     arm_action_scale: float = 0.5  # rad per unit arm action (residual on the IK target)
-    box_half: float = 0.04  # m
+    # -- box
+    box_half: float = 0.04  # half edge of the cube, m
     box_mass: float = 0.3  # kg
-    box_friction: float = 0.8
-    # gripper (suction cup)
+    box_friction: float = 0.8  # sliding friction of box and floor
+    # -- gripper (suction cup)
     capture_radius: float = 0.05  # m, cup to box top for the cup to engage
     release_radius: float = 0.15  # m, an engaged cup lets go beyond this
     cup_stiffness: float = 300.0  # N/m
     cup_damping: float = 13.0  # N s/m (about 0.7 of critical for the default box)
-    cup_spin_damping: float = 5e-4  # N m s/rad
-    cup_max_force: float = 20.0  # N
-    # task
-    start_distance: tuple[float, float] = (0.9, 1.5)  # m; upper end scaled by curriculum
+    cup_spin_damping: float = 5e-4  # N m s/rad on the held box's angular velocity
+    cup_max_force: float = 20.0  # N, bound of the suction force
+    # -- task and reset distribution (spans scaled by the curriculum)
+    start_distance: tuple[float, float] = (0.9, 1.5)  # m from the box; upper end x curriculum
     start_angle: float = 0.6  # rad, +- polar angle of the start around the box (x curriculum)
     start_heading: float = 0.5  # rad, +- heading offset from facing the box (x curriculum)
-    goal_distance: tuple[float, float] = (0.6, 1.0)  # m from the box
+    goal_distance: tuple[float, float] = (0.6, 1.0)  # m, goal centre from the box
     goal_angle: float = 1.2  # rad, +- direction of the goal seen from the box, around +x
     goal_radius: float = 0.15  # m
-    rest_speed: float = 0.08  # m/s: box "at rest"
-    # command range
-    max_speed: float = 0.6  # m/s
+    rest_speed: float = 0.08  # m/s: box "at rest" below this speed
+    arena_radius: float = 4.0  # m: the box farther than this from its start is a failure
+    # -- command range (the DP's action space)
+    max_speed: float = 0.6  # m/s, body-frame vx and vy
     max_yaw_rate: float = 1.2  # rad/s
-    hand_x: tuple[float, float] = (0.2, 0.75)  # m
-    hand_z: tuple[float, float] = (0.0, 0.65)  # m
-    # LLC tracking reward
-    w_vel: float = 1.0
-    sigma_vel: float = 0.2
-    w_yaw: float = 0.5
-    sigma_yaw: float = 0.4
-    w_hand: float = 1.5
-    sigma_hand: tuple[float, ...] = (0.4, 0.1, 0.04)  # averaged kernels, as the paper's 3 terms
-    w_action_rate: float = 0.02
-    max_qvel: float = 200.0  # beyond this the state counts as exploded
+    hand_x: tuple[float, float] = (0.2, 0.75)  # m, hand target x in the base frame
+    hand_z: tuple[float, float] = (0.0, 0.65)  # m, hand target height
+    # -- LLC tracking reward: w * exp(-|e|^2 / sigma^2) per term, minus the action-rate penalty
+    w_vel: float = 1.0  # body-frame linear velocity term
+    sigma_vel: float = 0.2  # m/s
+    w_yaw: float = 0.5  # yaw-rate term
+    sigma_yaw: float = 0.4  # rad/s
+    w_hand: float = 1.5  # hand-position term (mean of one kernel per sigma)
+    sigma_hand: tuple[float, ...] = (0.4, 0.1, 0.04)  # m, coarse to fine (the paper's 3 terms)
+    w_action_rate: float = 0.02  # x |a_t - a_{t-1}|^2
+    max_qvel: float = 200.0  # beyond this |qvel| the physics counts as exploded (non-finite)
+    # -- scripted demonstrator
+    planner: PlannerConfig = PlannerConfig()  # stage planner gains and thresholds
 
     def __post_init__(self):
-        if self.physics_dt <= 0 or self.substeps < 1 or self.episode_seconds <= 0:
-            raise ConfigError("testbed: physics_dt > 0, substeps >= 1, episode_seconds > 0")
+        def need(ok, msg):
+            if not ok:
+                raise ConfigError(f"testbed_pick_place: {msg}")
+
+        need(self.physics_dt > 0, f"physics_dt must be > 0, got {self.physics_dt}")
+        need(self.substeps >= 1, f"substeps must be >= 1, got {self.substeps}")
+        need(self.solver_iterations >= 1 and self.ls_iterations >= 1,
+             "solver_iterations and ls_iterations must be >= 1")  # fmt: skip
+        need(self.episode_seconds >= self.physics_dt * self.substeps,
+             "episode_seconds must cover at least one LLC step")  # fmt: skip
+        for name in ("base_mass", "max_force", "max_torque", "kp", "arm_action_scale",
+                     "box_half", "box_mass", "box_friction", "cup_max_force", "goal_radius",
+                     "rest_speed", "max_speed", "max_yaw_rate", "sigma_vel", "sigma_yaw",
+                     "max_qvel"):  # fmt: skip
+            need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("base_damping", "yaw_damping", "cup_stiffness", "cup_damping",
+                     "cup_spin_damping", "start_angle", "start_heading", "goal_angle", "w_vel",
+                     "w_yaw", "w_hand", "w_action_rate"):  # fmt: skip
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(len(self.link_lengths) == 2 and min(self.link_lengths) > 0,
+             "link_lengths must be two positive lengths")  # fmt: skip
+        need(len(self.sigma_hand) >= 1 and min(self.sigma_hand) > 0,
+             "sigma_hand must be one or more positive widths")  # fmt: skip
         for name in ("start_distance", "goal_distance", "hand_x", "hand_z"):
             lo, hi = getattr(self, name)
-            if not lo < hi:
-                raise ConfigError(f"testbed: {name} must be (low, high) with low < high")
-        if not 0 < self.capture_radius < self.release_radius:
-            raise ConfigError("testbed: need 0 < capture_radius < release_radius")
+            need(lo < hi, f"{name} must be (low, high) with low < high, got {(lo, hi)}")
+        need(self.start_distance[0] > 0, "start_distance must start above 0")
+        need(0 < self.capture_radius < self.release_radius,
+             "need 0 < capture_radius < release_radius")  # fmt: skip
+        need(self.arena_radius > self.goal_distance[1] + self.goal_radius,
+             "arena_radius must contain every goal disc")  # fmt: skip
+        need(isinstance(self.planner, PlannerConfig), "planner must be a PlannerConfig")
 
 
 @struct.dataclass
 class TaskState:
+    """Env-specific part of the state (``EnvState.task``)."""
+
     goal: jax.Array  # [2] goal disc centre (world)
-    holding: jax.Array  # [] 1 while the cup holds the box
-    closed: jax.Array  # [] 1 while the gripper command is "closed"
+    holding: jax.Array  # [] 1.0 while the cup holds the box
+    closed: jax.Array  # [] 1.0 while the gripper command is "closed"
+
+
+@struct.dataclass
+class TaskView:
+    """Task-space quantities of one state (what planners and observations are made of)."""
+
+    hand: jax.Array  # [2] cup (x, z) in the base frame (forward kinematics)
+    box_base: jax.Array  # [3] box centre: x, y in the base frame, z = height above the floor
+    goal_base: jax.Array  # [2] goal centre in the base frame
+    box_pos: jax.Array  # [3] box centre (world)
+    box_vel: jax.Array  # [3] box linear velocity (world)
+    vel_body: jax.Array  # [2] base linear velocity in the body frame
+    yaw_rate: jax.Array  # [] base yaw rate
+    arm_q: jax.Array  # [2] shoulder, elbow angles
+    arm_v: jax.Array  # [2] shoulder, elbow velocities
+    holding: jax.Array  # [] 1.0 while the cup holds the box
+    closed: jax.Array  # [] 1.0 while the gripper command is "closed"
+    box_goal_dist: jax.Array  # [] horizontal box-to-goal distance
 
 
 def _rot(yaw):
+    """[2, 2] rotation by ``yaw`` (body -> world)."""
     c, s = jnp.cos(yaw), jnp.sin(yaw)
     return jnp.array([[c, -s], [s, c]])
+
+
+# qpos layout: base x, y, yaw (0:3), shoulder, elbow (3:5), box position (5:8), box quat (8:12)
+# qvel layout: base (0:3), arm (3:5), box linear (5:8, world), box angular (8:11, box frame)
+_METRIC_KEYS = ("vel_err", "yaw_rate_err", "hand_err", "box_goal_dist", "holding")
 
 
 class TestbedEnv:
     """The pick-and-place testbed (see module docstring)."""
 
-    __test__ = False
+    __test__ = False  # not a pytest class
     name = "testbed_pick_place"
-    action_size = 5  # base force x, y, yaw torque (body frame); shoulder, elbow offsets
-    command_size = 6  # vx, vy, yaw rate, hand x, hand z, gripper
-    observation_size = 26
-    privileged_observation_size = 34
-    dp_observation_size = 12
+    action_size = 5  # Da: base force x, y, yaw torque (body frame); shoulder, elbow offsets
+    command_size = 6  # Dc: vx, vy, yaw rate, hand x, hand z, gripper
+    observation_size = 26  # Do
+    privileged_observation_size = 34  # Dpriv
+    dp_observation_size = 12  # Ds
 
     def __init__(self, cfg: TestbedConfig = TestbedConfig()):
-        self.cfg = cfg
-        c = cfg
+        self.cfg = c = cfg
         xml = _XML.format(
             dt=c.physics_dt, iterations=c.solver_iterations, ls_iterations=c.ls_iterations,
             goal_radius=c.goal_radius, base_damping=c.base_damping, yaw_damping=c.yaw_damping,
@@ -203,8 +271,8 @@ class TestbedEnv:
         self._box = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "box")
         self._base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "base")
         self.dt = c.physics_dt * c.substeps
-        self.episode_steps = int(round(c.episode_seconds / self.dt))
-        self.render_camera = (3.5, -50.0, 90.0)
+        self.episode_steps = max(1, int(round(c.episode_seconds / self.dt)))
+        self.render_camera = (3.5, -50.0, 90.0)  # distance, elevation, azimuth
         self._default = jnp.asarray(c.default_arm, jnp.float32)
 
     # -- command space ---------------------------------------------------------------------
@@ -221,7 +289,7 @@ class TestbedEnv:
 
     # -- kinematics ------------------------------------------------------------------------
     def hand_in_base(self, arm_q):
-        """Forward kinematics of the cup in the base frame: (x, z). arm_q: [2]."""
+        """Forward kinematics of the cup in the base frame: arm_q [2] -> (x, z) [2]."""
         (sx, sz), (l1, l2) = self.cfg.shoulder, self.cfg.link_lengths
         a1, a2 = arm_q[0], arm_q[0] + arm_q[1]
         x = sx + l1 * jnp.cos(a1) + l2 * jnp.cos(a2)
@@ -229,7 +297,8 @@ class TestbedEnv:
         return jnp.array([x, z])
 
     def inverse_kinematics(self, hand):
-        """Elbow-up joint angles putting the cup at ``hand`` = (x, z) in the base frame."""
+        """Elbow-up joint angles [2] putting the cup at ``hand`` = (x, z) [2] in the base frame
+        (the nearest reachable point when out of reach)."""
         (sx, sz), (l1, l2) = self.cfg.shoulder, self.cfg.link_lengths
         dx, dz = hand[0] - sx, hand[1] + 0.02 - sz
         cos2 = jnp.clip((dx**2 + dz**2 - l1**2 - l2**2) / (2 * l1 * l2), -1.0, 1.0)
@@ -237,57 +306,56 @@ class TestbedEnv:
         q1 = jnp.arctan2(dz, dx) - jnp.arctan2(l2 * jnp.sin(q2), l1 + l2 * jnp.cos(q2))
         return jnp.array([q1, q2])
 
-    def _parts(self, data):
+    def _view(self, data, task: TaskState) -> TaskView:
         q, v = data.qpos, data.qvel
-        yaw = q[2]
-        rot_t = _rot(yaw).T
-        return {
-            "base_xy": q[:2],
-            "yaw": yaw,
-            "vel_body": rot_t @ v[:2],
-            "yaw_rate": v[2],
-            "arm_q": q[3:5],
-            "arm_v": v[3:5],
-            "box_pos": q[5:8],
-            "box_vel": v[5:8],
-            "rot_t": rot_t,
-        }
+        base_xy, rot_t = q[:2], _rot(q[2]).T
+        box_xy = rot_t @ (q[5:7] - base_xy)
+        return TaskView(
+            hand=self.hand_in_base(q[3:5]),
+            box_base=jnp.array([box_xy[0], box_xy[1], q[7]]),
+            goal_base=rot_t @ (task.goal - base_xy),
+            box_pos=q[5:8],
+            box_vel=v[5:8],
+            vel_body=rot_t @ v[:2],
+            yaw_rate=v[2],
+            arm_q=q[3:5],
+            arm_v=v[3:5],
+            holding=task.holding,
+            closed=task.closed,
+            box_goal_dist=jnp.linalg.norm(q[5:7] - task.goal),
+        )
 
-    def _box_in_base(self, p):
-        rel = p["rot_t"] @ (p["box_pos"][:2] - p["base_xy"])
-        return jnp.array([rel[0], rel[1], p["box_pos"][2]])
-
-    def _goal_in_base(self, p, goal):
-        return p["rot_t"] @ (goal - p["base_xy"])
+    def task_view(self, state: EnvState) -> TaskView:
+        """Task-space view of ``state`` (privileged: includes the box and the goal)."""
+        return self._view(state.data, state.task)
 
     # -- observations ----------------------------------------------------------------------
     def _observe(self, data, command, last_action, task: TaskState):
-        p = self._parts(data)
-        hand = self.hand_in_base(p["arm_q"])
-        err = jnp.concatenate([command[:2] - p["vel_body"], command[2:3] - p["yaw_rate"],
-                               command[3:5] - hand])  # fmt: skip
+        """-> obs [Do], privileged obs [Dpriv], tracking errors [5] (all finite)."""
+        v = self._view(data, task)
+        err = jnp.concatenate([command[:2] - v.vel_body, command[2:3] - v.yaw_rate,
+                               command[3:5] - v.hand])  # fmt: skip
         obs = jnp.concatenate([
-            p["vel_body"], p["yaw_rate"][None], p["arm_q"] - self._default, p["arm_v"] * 0.1,
-            hand, command, err, last_action, task.closed[None],
+            v.vel_body, v.yaw_rate[None], v.arm_q - self._default, v.arm_v * 0.1, v.hand,
+            command, err, last_action, task.closed[None],
         ])  # fmt: skip
         # (Whether the cup holds the box is left out: random-command training almost never
         # holds it, so the flag would be out of distribution for the LLC at deployment.)
-        priv = jnp.concatenate([
-            obs, self._box_in_base(p), p["box_vel"], self._goal_in_base(p, task.goal),
-        ])  # fmt: skip
-        return jnp.nan_to_num(obs), jnp.nan_to_num(priv), err
+        priv = jnp.concatenate([obs, v.box_base, v.box_vel, v.goal_base])
+        return jnp.nan_to_num(obs), jnp.nan_to_num(priv), jnp.nan_to_num(err)
 
     def dp_observation(self, state: EnvState):
-        p = self._parts(state.data)
-        t = state.task
+        """[Ds = 12] hand (x, z) in the base frame, gripper closed, holding, box (x, y in the
+        base frame, height), goal (x, y) in the base frame, base body-frame velocity, yaw rate."""
+        v = self.task_view(state)
         return jnp.nan_to_num(jnp.concatenate([
-            self.hand_in_base(p["arm_q"]), jnp.stack([t.closed, t.holding]),
-            self._box_in_base(p), self._goal_in_base(p, t.goal), p["vel_body"],
-            p["yaw_rate"][None],
+            v.hand, jnp.stack([v.closed, v.holding]), v.box_base, v.goal_base, v.vel_body,
+            v.yaw_rate[None],
         ]))  # fmt: skip
 
     # -- reset -----------------------------------------------------------------------------
     def reset(self, key, curriculum=1.0) -> EnvState:
+        """A fresh episode; ``curriculum`` (traced scalar) scales the start-pose spans."""
         c = self.cfg
         k = jax.random.split(key, 7)
         u = lambda kk, lo, hi: jax.random.uniform(kk, minval=lo, maxval=hi)
@@ -306,10 +374,13 @@ class TestbedEnv:
         data = mjx.make_data(self.mjx_model)
         data = data.replace(qpos=qpos, ctrl=jnp.zeros(self.mj_model.nu).at[3:5].set(self._default))
         data = data.replace(mocap_pos=data.mocap_pos.at[0, :2].set(goal))
-        data = mjx.forward(self.mjx_model, data)
+        # Only the kinematics (cup site, box frame) is read before the first ``mjx.step``, which
+        # runs the full forward pass itself: much cheaper than ``mjx.forward`` here, and
+        # ``reset`` runs for every env at every masked reset of the training loops.
+        data = mjx.kinematics(self.mjx_model, data)
         task = TaskState(goal=goal, holding=jnp.zeros(()), closed=jnp.zeros(()))
         hand = self.hand_in_base(self._default)
-        cmd = jnp.array([0.0, 0.0, 0.0, hand[0], hand[1], -1.0])
+        cmd = jnp.array([0.0, 0.0, 0.0, hand[0], hand[1], -1.0])  # hold still, gripper open
         last = jnp.zeros(self.action_size)
         obs, priv, _ = self._observe(data, cmd, last, task)
         zero = jnp.zeros(())
@@ -317,17 +388,12 @@ class TestbedEnv:
             data=data, obs=obs, privileged_obs=priv, reward=zero, done=zero, truncated=zero,
             command=cmd, task_reward=zero, success=zero, nonfinite=zero,
             step_count=jnp.zeros((), jnp.int32), last_action=last, task=task,
-            metrics=self._zero_metrics(), rng=k[5],
+            metrics={k: zero for k in _METRIC_KEYS}, rng=k[5],
         )  # fmt: skip
 
-    @staticmethod
-    def _zero_metrics():
-        z = jnp.zeros(())
-        return {"vel_err": z, "yaw_rate_err": z, "hand_err": z, "box_goal_dist": z, "holding": z}
-
-    # -- success ---------------------------------------------------------------------------
+    # -- success / failure -----------------------------------------------------------------
     def is_success(self, data, task: TaskState) -> jax.Array:
-        """Box at rest, inside the goal disc, on the floor, and released."""
+        """[] 1.0 when the box is at rest, inside the goal disc, on the floor, and released."""
         c = self.cfg
         box, vel = data.qpos[5:8], data.qvel[5:8]
         inside = jnp.linalg.norm(box[:2] - task.goal) < c.goal_radius
@@ -336,9 +402,16 @@ class TestbedEnv:
         released = (task.holding < 0.5) & (task.closed < 0.5)
         return (inside & on_floor & still & released).astype(jnp.float32)
 
+    def is_failure(self, data) -> jax.Array:
+        """[] 1.0 when the box left the arena (or fell through the floor)."""
+        box = data.qpos[5:8]
+        out = jnp.linalg.norm(box[:2]) > self.cfg.arena_radius
+        return (out | (box[2] < -self.cfg.box_half)).astype(jnp.float32)
+
     # -- dynamics --------------------------------------------------------------------------
     def _cup_force(self, data, holding):
-        """Spring-damper pulling the box top to the cup while held; opposite force on the hand."""
+        """xfrc_applied [nbody, 6]: a spring-damper pulling the box top to the cup while held,
+        a damping torque on the box's spin, the opposite force on the base."""
         c = self.cfg
         cup = data.site_xpos[self._cup]
         top = data.qpos[5:8] + jnp.array([0.0, 0.0, c.box_half])
@@ -346,7 +419,10 @@ class TestbedEnv:
         f = c.cup_stiffness * (cup - top) - c.cup_damping * rel_v
         norm = jnp.linalg.norm(f)
         f = f * jnp.minimum(1.0, c.cup_max_force / jnp.maximum(norm, 1e-6)) * holding
-        torque = -c.cup_spin_damping * data.qvel[8:11] * holding  # damp the box's spin
+        # The free joint's angular velocity is in the box frame, xfrc_applied in the world
+        # frame: rotate it (damping it in the wrong frame pumps energy in once the box turns).
+        spin = data.xmat[self._box] @ data.qvel[8:11]
+        torque = -c.cup_spin_damping * spin * holding
         xfrc = jnp.zeros_like(data.xfrc_applied)
         xfrc = xfrc.at[self._box, :3].set(f).at[self._box, 3:].set(torque)
         # The reaction goes to the base (the light, position-controlled arm is treated as rigid
@@ -354,6 +430,8 @@ class TestbedEnv:
         return xfrc.at[self._base, :3].set(-f)
 
     def _holding(self, data, closed, holding):
+        """[] 1.0 when the closed cup engages (box top within capture radius) or keeps (within
+        release radius) the box."""
         c = self.cfg
         cup = data.site_xpos[self._cup]
         top = data.qpos[5:8] + jnp.array([0.0, 0.0, c.box_half])
@@ -362,10 +440,10 @@ class TestbedEnv:
         return (engage & (closed > 0.5)).astype(jnp.float32)
 
     def step(self, state: EnvState, action) -> EnvState:
+        """One LLC step: ``substeps`` physics steps under the action [Da] (clipped to [-1, 1])."""
         c = self.cfg
         a = jnp.clip(jnp.nan_to_num(action), -1.0, 1.0)
-        yaw = state.data.qpos[2]
-        force = _rot(yaw) @ a[:2]
+        force = _rot(state.data.qpos[2]) @ a[:2]  # body -> world (omni wheels)
         # The arm's PD target is the analytic IK of the commanded hand position plus the LLC's
         # residual: the LLC learns the corrections (load, sag, base motion), not IK from scratch.
         arm_target = self.inverse_kinematics(state.command[3:5]) + c.arm_action_scale * a[3:5]
@@ -382,7 +460,7 @@ class TestbedEnv:
         holding = self._holding(data, closed, holding)
         bad = ~(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)))
         bad = bad | (jnp.max(jnp.abs(data.qvel)) > c.max_qvel)
-        # An exploded state is replaced by the previous (finite) one; the env ends and is reset.
+        # An exploded state is replaced by the previous one; the episode ends and is reset.
         data = jax.tree.map(lambda n, o: jnp.where(bad, o, n), data, state.data)
         task = TaskState(goal=state.task.goal, holding=holding * (1.0 - bad), closed=closed)
         obs, priv, err = self._observe(data, state.command, a, task)
@@ -395,30 +473,35 @@ class TestbedEnv:
             + c.w_hand * jnp.mean(jnp.exp(-(hand_e**2) / jnp.square(jnp.asarray(c.sigma_hand))))
             - c.w_action_rate * jnp.sum(jnp.square(a - state.last_action))
         )
-        success = jnp.maximum(state.success, self.is_success(data, task) * (1.0 - bad))
+        ok = 1.0 - bad.astype(jnp.float32)
+        success = jnp.maximum(state.success, self.is_success(data, task) * ok)
+        failure = self.is_failure(data) * ok * (1.0 - success)
         steps = state.step_count + 1
         timeout = (steps >= self.episode_steps).astype(jnp.float32)
-        nonfinite = bad.astype(jnp.float32)
-        done = jnp.maximum(jnp.maximum(success, timeout), nonfinite)
-        box_goal = jnp.linalg.norm(data.qpos[5:7] - task.goal)
+        nonfinite = 1.0 - ok
+        done = jnp.maximum(jnp.maximum(success, timeout), jnp.maximum(nonfinite, failure))
+        metrics = {
+            "vel_err": vel_e, "yaw_rate_err": yaw_e, "hand_err": hand_e,
+            "box_goal_dist": jnp.linalg.norm(data.qpos[5:7] - task.goal), "holding": holding,
+        }  # fmt: skip
         return state.replace(
-            data=data, obs=obs, privileged_obs=priv, reward=jnp.where(bad, 0.0, reward),
-            done=done, truncated=timeout * (1.0 - success) * (1.0 - nonfinite),
+            data=data, obs=obs, privileged_obs=priv, reward=jnp.nan_to_num(reward * ok),
+            done=done, truncated=timeout * (1.0 - success) * ok * (1.0 - failure),
             task_reward=success * (1.0 - state.success), success=success, nonfinite=nonfinite,
             step_count=steps, last_action=a, task=task,
-            metrics={"vel_err": vel_e, "yaw_rate_err": yaw_e, "hand_err": hand_e,
-                     "box_goal_dist": box_goal, "holding": holding},
+            metrics={k: jnp.nan_to_num(metrics[k]) for k in _METRIC_KEYS},
         )  # fmt: skip
 
     def with_command(self, state: EnvState, command) -> EnvState:
-        command = jnp.clip(command, self.command_low, self.command_high)
+        """Sets the tracked command [Dc] (clipped to the range) and recomputes the observations."""
+        command = jnp.clip(jnp.nan_to_num(command), self.command_low, self.command_high)
         task = state.task.replace(closed=(command[5] > 0.0).astype(jnp.float32))
         obs, priv, _ = self._observe(state.data, command, state.last_action, task)
         return state.replace(command=command, obs=obs, privileged_obs=priv, task=task)
 
     def sample_command(self, key, state: EnvState):
         """Random commands over the DP's range: moving, turning, reaching, gripper toggles;
-        one in five holds the base still (as during grasping)."""
+        one in five holds the base still (as during grasping), three in ten move slowly."""
         k1, k2, k3, k4 = jax.random.split(key, 4)
         low, high = self.command_low, self.command_high
         cmd = jax.random.uniform(k1, (self.command_size,), minval=low, maxval=high)
@@ -428,95 +511,32 @@ class TestbedEnv:
         cmd = cmd.at[:3].multiply(jnp.where(slow, 0.3, 1.0))
         return cmd.at[5].set(jnp.where(jax.random.bernoulli(k4, 0.5), 1.0, -1.0))
 
-    # -- scripted stage planner ------------------------------------------------------------
     def expert_command(self, state: EnvState):
-        """Stage planner with privileged state (stateless: the stage follows from the state).
-
-        approach: drive to the pre-grasp pose (box at reach distance straight ahead), hand up;
-        reach/grasp: lower the cup onto the box top and close; lift/carry: raise the box and
-        drive until it hangs over the goal; place: lower it; release: open, back off.
-        """
-        c = self.cfg
-        p = self._parts(state.data)
-        t = state.task
-        box_b = self._box_in_base(p)
-        goal_b = self._goal_in_base(p, t.goal)
-        hand = self.hand_in_base(p["arm_q"])
-        reach = 0.5
-        top_z = 2 * c.box_half
-        carry_z = 0.35
-        box_goal = jnp.linalg.norm(p["box_pos"][:2] - t.goal)
-        placed = (box_goal < c.goal_radius * 0.6) & (p["box_pos"][2] < c.box_half + 0.02)
-        holding = t.holding > 0.5
-
-        def drive_to(target_b, gain=1.5):
-            """Body-frame velocity and yaw rate bringing ``target_b`` to (reach, 0): turn toward
-            it first, translate once roughly facing it."""
-            heading_err = jnp.arctan2(target_b[1], target_b[0])
-            dist = jnp.linalg.norm(target_b[:2])
-            err = jnp.array([target_b[0] - reach, target_b[1]])
-            v = gain * err
-            v = v * jnp.minimum(1.0, 0.9 * c.max_speed / jnp.maximum(jnp.linalg.norm(v), 1e-6))
-            v = v * jnp.clip(1.0 - jnp.abs(heading_err) / 0.6, 0.0, 1.0)
-            wz = jnp.clip(2.5 * heading_err, -c.max_yaw_rate, c.max_yaw_rate)
-            wz = jnp.where(dist < 0.25, 0.0, wz)
-            return v, wz, jnp.linalg.norm(err), jnp.abs(heading_err)
-
-        # Not holding: approach the box, then lower the cup onto it and close.
-        v_a, w_a, e_a, h_a = drive_to(box_b)
-        aligned = (e_a < 0.04) & (h_a < 0.15)
-        above = jnp.linalg.norm(hand - jnp.array([box_b[0], top_z])) < 0.03
-        hand_a = jnp.where(aligned, jnp.array([box_b[0], top_z - 0.005]),
-                           jnp.array([reach, top_z + 0.12]))  # fmt: skip
-        grip_a = jnp.where(aligned & above, 1.0, -1.0)
-        # Holding: lift in place, carry until the box hangs over the goal, lower, release.
-        lifted = p["box_pos"][2] > carry_z - 0.15
-        v_c, w_c, e_c, _ = drive_to(jnp.array([goal_b[0], goal_b[1], 0.0]))
-        # Lower once the box hangs over the goal; keep lowering (base still) while it stays
-        # roughly over it; open when it is down inside the goal. Judged on the box itself, so
-        # that base drift while placing does not restart the carry.
-        lowering = hand[1] < carry_z - 0.05
-        over = (e_c < 0.05) | (box_goal < 0.06) | (lowering & (box_goal < 0.11))
-        v_c = jnp.where(lifted & ~over, v_c, 0.0)
-        w_c = jnp.where(lifted & ~over, w_c, 0.0)
-        hand_c = jnp.where(over, jnp.array([reach, top_z + 0.005]), jnp.array([reach, carry_z]))
-        low_enough = p["box_pos"][2] < c.box_half + 0.03
-        grip_c = jnp.where(low_enough & (box_goal < 0.11), -1.0, 1.0)
-        v = jnp.where(holding, v_c, v_a)
-        w = jnp.where(holding, w_c, w_a)
-        hand_cmd = jnp.where(holding, hand_c, hand_a)
-        grip = jnp.where(holding, grip_c, grip_a)
-        # Placed and released: stay, cup up, gripper open.
-        done = placed & ~holding
-        v = jnp.where(done, 0.0, v)
-        w = jnp.where(done, 0.0, w)
-        hand_cmd = jnp.where(done, jnp.array([reach, top_z + 0.15]), hand_cmd)
-        grip = jnp.where(done, -1.0, grip)
-        # Rate-limit the hand target (relative to the previous command, so that a tracking
-        # offset of the LLC cannot stall it) so that the cup never outruns a held box.
-        prev = state.command[3:5]
-        step = hand_cmd - prev
-        hand_cmd = prev + step * jnp.minimum(1.0, 0.05 / jnp.maximum(jnp.linalg.norm(step), 1e-6))
-        cmd = jnp.concatenate([v, w[None], hand_cmd, grip[None]])
-        return jnp.clip(cmd, self.command_low, self.command_high)
+        """[Dc] the scripted stage planner's command (``refine_dp_jax.planners.testbed``)."""
+        return planner.expert_command(self, state, self.cfg.planner)
 
     def reference_action(self, state: EnvState):
-        """Hand-written tracking controller: P on body-frame velocity plus damping feed-forward,
-        inverse kinematics for the arm."""
+        """[Da] hand-written tracking controller: P on the body-frame velocity error plus a
+        damping feed-forward for the base; zero arm residual (the IK feed-forward is built into
+        the action space)."""
         c = self.cfg
-        p = self._parts(state.data)
+        v = self.task_view(state)
         cmd = state.command
-        f = c.base_damping * cmd[:2] + 60.0 * (cmd[:2] - p["vel_body"])
-        tz = c.yaw_damping * cmd[2] + 6.0 * (cmd[2] - p["yaw_rate"])
-        arm = jnp.zeros(2)  # the IK feed-forward is built into the action space
+        f = c.base_damping * cmd[:2] + 60.0 * (cmd[:2] - v.vel_body)
+        tz = c.yaw_damping * cmd[2] + 6.0 * (cmd[2] - v.yaw_rate)
+        arm = jnp.zeros(2)
         return jnp.clip(jnp.concatenate([f / c.max_force, (tz / c.max_torque)[None], arm]), -1, 1)
 
 
 def make_testbed(**overrides) -> TestbedEnv:
+    """Registry factory: ``overrides`` replace fields of ``TestbedConfig``."""
     names = {f.name for f in dataclasses.fields(TestbedConfig)}
     unknown = set(overrides) - names
     if unknown:
-        raise ConfigError(f"testbed_pick_place has no config field(s) {sorted(unknown)}")
+        raise ConfigError(
+            f"testbed_pick_place has no config field(s) {sorted(unknown)}; "
+            f"known: {', '.join(sorted(names))}"
+        )
     return TestbedEnv(TestbedConfig(**overrides))
 
 

@@ -64,7 +64,8 @@ def make_trajectory_recorder(
     env: Env, llc_ppo: GaussianPPO, plan: PlanFn, obs_history: int, exec_steps: int, hold: int,
     num_envs: int = 2, curriculum: float = 1.0,
 ) -> Callable:  # fmt: skip
-    """record(planner_params, llc_learner, key) -> qpos [frames, B, nq], one frame per LLC step."""
+    """record(planner_params, llc_learner, key) -> (qpos [frames, B, nq], mocap_pos
+    [frames, B, nmocap, 3]), one frame per LLC step."""
     from refine_dp_jax.train.hierarchy import make_qpos_rollout
 
     t_len = decisions_per_episode(env, exec_steps, hold)
@@ -78,8 +79,11 @@ def make_trajectory_recorder(
     return record
 
 
-def render_video(env: Env, qpos: np.ndarray, path: str, fps: float, size=(320, 240)) -> str:
-    """Renders qpos [frames, B, nq] (episodes side by side) to an mp4 with MuJoCo offscreen."""
+def render_video(
+    env: Env, qpos: np.ndarray, path: str, fps: float, size=(320, 240), mocap_pos=None
+) -> str:
+    """Renders qpos [frames, B, nq] (episodes side by side) to an mp4 with MuJoCo offscreen;
+    ``mocap_pos`` [frames, B, nmocap, 3] places mocap bodies (e.g. each episode's goal)."""
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     import imageio.v2 as imageio
     import mujoco
@@ -96,6 +100,8 @@ def render_video(env: Env, qpos: np.ndarray, path: str, fps: float, size=(320, 2
         tiles = []
         for b in range(qpos.shape[1]):
             d.qpos[:] = qpos[t, b]
+            if mocap_pos is not None and m.nmocap:
+                d.mocap_pos[:] = mocap_pos[t, b]
             mujoco.mj_forward(m, d)
             cam.lookat[:] = d.qpos[:3] if m.nq >= 3 else 0.0
             cam.lookat[2] = 0.2

@@ -104,7 +104,8 @@ class ExperimentConfig:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     # Scale of the initial-pose ranges (radial distance, polar angle, heading) for fine-tuning
     # and evaluation; demonstrations are collected at 1.0. Above 1 this is the paper's
-    # out-of-distribution setting (its curriculum widens the ranges to 320 %, 125 %, 600 %).
+    # out-of-distribution setting; how each range grows is the environment's business (the
+    # testbed reaches the paper's widened ranges, 320 %, 125 %, 600 %, at 2.0).
     task_curriculum: float = 1.0
     eval_episodes: int = 200  # first episodes of this many envs, deterministic sampling
     video_episodes: int = 2
@@ -524,8 +525,10 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
                 )
             )
             pp, llc_l = policies[best]
-            qpos = np.asarray(rec(pp, llc_l, key))
-            video = render_video(env, qpos, os.path.join(path, "video.mp4"), fps=1.0 / env.dt)
+            qpos, mocap = jax.tree.map(np.asarray, rec(pp, llc_l, key))
+            video = render_video(
+                env, qpos, os.path.join(path, "video.mp4"), fps=1.0 / env.dt, mocap_pos=mocap
+            )
         except Exception as e:  # rendering needs an OpenGL backend (libosmesa6)
             print(f"warning: video not rendered ({type(e).__name__}: {e})")
     steps = cfg.eval_episodes * (len(results)) * env.episode_steps

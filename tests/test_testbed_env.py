@@ -306,3 +306,10 @@ def test_config_checks_and_overrides():
             TestbedConfig(**bad)
     env = TestbedEnv(TestbedConfig(substeps=4, episode_seconds=10.0))
     assert np.isclose(env.dt, 0.04) and env.episode_steps == 250
+
+
+def test_curriculum_spans_reach_the_papers_widened_ranges(env):
+    """Up to 1 the spans scale linearly; at 2 they are the paper's 320 %, 125 %, 600 %."""
+    np.testing.assert_allclose(np.asarray(env.curriculum_spans(0.5)), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(np.asarray(env.curriculum_spans(1.0)), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(np.asarray(env.curriculum_spans(2.0)), [3.2, 1.25, 6.0], rtol=1e-6)

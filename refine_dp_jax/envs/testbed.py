@@ -149,6 +149,10 @@ class TestbedConfig:
     start_distance: tuple[float, float] = (0.9, 1.5)  # m from the box; upper end x curriculum
     start_angle: float = 0.6  # rad, +- polar angle of the start around the box (x curriculum)
     start_heading: float = 0.5  # rad, +- heading offset from facing the box (x curriculum)
+    # Growth of each span (distance, angle, heading) with the curriculum scale c: the span is
+    # base * c up to c = 1 (the demonstrations' range) and base * (1 + growth * (c - 1)) beyond.
+    # The default puts c = 2 at the paper's widened ranges: 320 %, 125 % and 600 % of the base.
+    curriculum_growth: tuple[float, float, float] = (2.2, 0.25, 5.0)
     goal_distance: tuple[float, float] = (0.6, 1.0)  # m, goal centre from the box
     goal_angle: float = 1.2  # rad, +- direction of the goal seen from the box, around +x
     goal_radius: float = 0.15  # m
@@ -199,6 +203,8 @@ class TestbedConfig:
             lo, hi = getattr(self, name)
             need(lo < hi, f"{name} must be (low, high) with low < high, got {(lo, hi)}")
         need(self.start_distance[0] > 0, "start_distance must start above 0")
+        need(len(self.curriculum_growth) == 3 and min(self.curriculum_growth) >= 0,
+             "curriculum_growth must be three factors >= 0 (distance, angle, heading)")  # fmt: skip
         need(0 < self.capture_radius < self.release_radius,
              "need 0 < capture_radius < release_radius")  # fmt: skip
         need(self.arena_radius > self.goal_distance[1] + self.goal_radius,
@@ -354,17 +360,25 @@ class TestbedEnv:
         ]))  # fmt: skip
 
     # -- reset -----------------------------------------------------------------------------
+    def curriculum_spans(self, curriculum):
+        """[3] factors of the (distance, angle, heading) spans at curriculum scale c (traced):
+        c up to 1, then 1 + growth * (c - 1) (``curriculum_growth``)."""
+        c = jnp.asarray(curriculum, jnp.float32)
+        growth = jnp.asarray(self.cfg.curriculum_growth, jnp.float32)
+        return jnp.where(c <= 1.0, c, 1.0 + growth * (c - 1.0))
+
     def reset(self, key, curriculum=1.0) -> EnvState:
         """A fresh episode; ``curriculum`` (traced scalar) scales the start-pose spans."""
         c = self.cfg
         k = jax.random.split(key, 7)
         u = lambda kk, lo, hi: jax.random.uniform(kk, minval=lo, maxval=hi)
+        s_dist, s_ang, s_head = self.curriculum_spans(curriculum)
         r = u(k[0], c.start_distance[0], c.start_distance[0]
-              + (c.start_distance[1] - c.start_distance[0]) * curriculum)  # fmt: skip
-        theta = u(k[1], -c.start_angle, c.start_angle) * curriculum + jnp.pi
+              + (c.start_distance[1] - c.start_distance[0]) * s_dist)  # fmt: skip
+        theta = u(k[1], -c.start_angle, c.start_angle) * s_ang + jnp.pi
         base_xy = r * jnp.array([jnp.cos(theta), jnp.sin(theta)])
         facing = jnp.arctan2(-base_xy[1], -base_xy[0])
-        yaw = facing + u(k[2], -c.start_heading, c.start_heading) * curriculum
+        yaw = facing + u(k[2], -c.start_heading, c.start_heading) * s_head
         gd = u(k[3], *c.goal_distance)
         ga = u(k[4], -c.goal_angle, c.goal_angle)
         goal = gd * jnp.array([jnp.cos(ga), jnp.sin(ga)])

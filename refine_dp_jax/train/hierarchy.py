@@ -179,8 +179,9 @@ def make_qpos_rollout(
     exec_steps: int,
     hold: int,
 ) -> Callable:
-    """Deterministic rollout that records qpos at every LLC step (for videos); envs that finish
-    keep their final pose. rollout(hstate, planner_params, llc_learner, key) -> [frames, B, nq]."""
+    """Deterministic rollout that records the pose at every LLC step (for videos); envs that finish
+    keep their final pose. rollout(hstate, planner_params, llc_learner, key)
+    -> (qpos [frames, B, nq], mocap_pos [frames, B, nmocap, 3]) (mocap bodies: goal markers)."""
     v_step = jax.vmap(env.step)
     v_with = jax.vmap(env.with_command)
     v_dpobs = jax.vmap(env.dp_observation)
@@ -201,7 +202,7 @@ def make_qpos_rollout(
                     s, alive = carry
                     a, _ = llc.act(llc_learner, s.obs, key, True)
                     nxt = jax.vmap(select)(alive, v_step(s, a), s)
-                    return (nxt, alive * (1.0 - nxt.done)), nxt.data.qpos
+                    return (nxt, alive * (1.0 - nxt.done)), (nxt.data.qpos, nxt.data.mocap_pos)
 
                 (s, alive), qpos = jax.lax.scan(llc_step, (s, alive), None, length=hold)
                 return (s, jax.vmap(history_push)(hist, v_dpobs(s)), alive), qpos
@@ -213,6 +214,6 @@ def make_qpos_rollout(
         _, qpos = jax.lax.scan(
             decision, (hs.env, hs.hist, alive), jax.random.split(key, num_decisions)
         )
-        return qpos.reshape((-1,) + qpos.shape[3:])
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), qpos)
 
     return rollout

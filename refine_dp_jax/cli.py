@@ -9,17 +9,19 @@ import os
 import sys
 from pathlib import Path
 
-import tyro
+# Entry point only: before anything imports jaxlib (its C++ logging reads this once). XLA logs
+# a harmless CPU-feature mismatch on every persistent-cache hit; keep stderr clean.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from refine_dp_jax.errors import ConfigError
-from refine_dp_jax.probe import BanditProbeConfig
+import tyro  # noqa: E402
+
+from refine_dp_jax.errors import ConfigError  # noqa: E402
+from refine_dp_jax.probe import BanditProbeConfig  # noqa: E402
 
 
 def setup_process() -> None:
     """Entry-point-only process setup (library code never sets flags or env vars at import)."""
     os.environ.setdefault("MUJOCO_GL", "osmesa")
-    # XLA logs a harmless CPU-feature mismatch on every persistent-cache hit; keep stderr clean.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import jax
 
     cache = os.environ.get("REFINE_DP_JAX_CACHE", os.path.expanduser("~/.cache/refine_dp_jax/xla"))

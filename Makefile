@@ -38,7 +38,7 @@ osmesa:
 	  echo "warning: libosmesa6 missing and not installable: no video will be rendered"; }
 
 run: venv osmesa
-	MUJOCO_GL=osmesa $(VENV)/bin/refine-dp pipeline --experiment $(EXPERIMENT) --out $(OUT)
+	$(VENV)/bin/refine-dp pipeline --experiment $(EXPERIMENT) --out $(OUT)
 
 bench: venv
 	$(PY) -m benchmarks.run --quick

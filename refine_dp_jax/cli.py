@@ -21,7 +21,9 @@ from refine_dp_jax.probe import BanditProbeConfig  # noqa: E402
 
 def setup_process() -> None:
     """Entry-point-only process setup (library code never sets flags or env vars at import)."""
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from refine_dp_jax.gl import choose_gl_backend
+
+    choose_gl_backend()
     import jax
 
     cache = os.environ.get("REFINE_DP_JAX_CACHE", os.path.expanduser("~/.cache/refine_dp_jax/xla"))

@@ -5,7 +5,6 @@ deterministic sampling, completion time, hand tracking error; and offscreen vide
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import jax
@@ -84,7 +83,11 @@ def render_video(
 ) -> str:
     """Renders qpos [frames, B, nq] (episodes side by side) to an mp4 with MuJoCo offscreen;
     ``mocap_pos`` [frames, B, nmocap, 3] places mocap bodies (e.g. each episode's goal)."""
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from refine_dp_jax.gl import choose_gl_backend, rendering_available
+
+    choose_gl_backend()
+    if not rendering_available():
+        raise RuntimeError("no OpenGL backend: install libosmesa6 (Debian) for offscreen videos")
     import imageio.v2 as imageio
     import mujoco
 

@@ -3,7 +3,9 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("MUJOCO_GL", "osmesa")
+from refine_dp_jax.gl import choose_gl_backend  # noqa: E402
+
+choose_gl_backend()  # osmesa where libosmesa6 is installed; import mujoco fails otherwise
 
 import jax  # noqa: E402
 

@@ -93,6 +93,8 @@ class ExperimentConfig:
     """A whole experiment: environment, the four stages, baseline and evaluation."""
 
     env: str = "testbed_pick_place"
+    # (field, value) pairs passed to ``envs.make(env, **overrides)`` (the env's own config)
+    env_overrides: tuple[tuple[str, Any], ...] = ()
     seed: int = 0
     hold: int = 2  # LLC steps per command (the DP's command rate = LLC rate / hold)
     llc: LLCConfig = field(default_factory=LLCConfig)
@@ -153,7 +155,7 @@ class Parts:
 
 
 def build(cfg: ExperimentConfig) -> Parts:
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, **dict(cfg.env_overrides))
     denoiser = make_denoiser(cfg.diffusion.denoiser)
     critic = Critic(hidden=(256, 256))
     fns = make_dppo(denoiser, critic, cfg.diffusion, cfg.dppo, env.command_size)
@@ -189,6 +191,13 @@ def normalizer_template(parts: Parts) -> ObsNormalizer:
 def _init_hier(parts: Parts, num_envs: int, key):
     obs_history, c = parts.cfg.diffusion.obs_history, parts.cfg.task_curriculum
     return jax.jit(lambda k: hier_init(parts.env, k, num_envs, obs_history, c))(key)
+
+
+def committed(state):
+    """``state`` with every leaf committed to this process's first device. A state that mixes
+    committed leaves (restored from a checkpoint) with uncommitted ones (fresh arrays) makes
+    the jitted step compile twice: once for it, once for its own (committed) output."""
+    return jax.device_put(state, jax.local_devices()[0])
 
 
 def stage_dir(out: str, name: str) -> str:
@@ -329,13 +338,13 @@ def finetune_state(parts: Parts, cfg: ExperimentConfig, out: str, joint: bool) -
         k_c, jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
     )["params"]
     planner = parts.dppo.init(params, critic_params, cfg.finetune.num_envs)
-    return FinetuneState(
+    return committed(FinetuneState(
         planner=planner.replace(hyper=DPPOHyper.from_config(cfg.dppo)),
         normalizer=normalizer,
         llc=load_llc(parts, out),
         hier=_init_hier(parts, cfg.finetune.num_envs, k_env),
         key=k_state,
-    )
+    ))  # fmt: skip
 
 
 def finetune_step(parts: Parts, cfg: ExperimentConfig, joint: bool):
@@ -399,11 +408,11 @@ def stage_baseline(parts: Parts, out: str, stop_after: int | None = None) -> dic
     learner = bc_train(ppo, cfg.baseline, x, y, k_init, k_bc)
     normalizer = ObsNormalizer(jnp.asarray(mean), jnp.asarray(std))
     step = make_mlp_ppo_train(parts.env, ppo, parts.llc_ppo, b.ppo, d, cfg.finetune, cfg.hold)
-    state = FinetuneState(
+    state = committed(FinetuneState(
         planner=learner, normalizer=normalizer, llc=load_llc(parts, out),
         hier=_init_hier(parts, cfg.finetune.num_envs, k_env),
         key=k_state,
-    )  # fmt: skip
+    ))  # fmt: skip
     state, rows = run_loop(
         path, state, step, cfg.finetune.iterations, cfg.ckpt_every, "baseline: MLP + PPO",
         plot_keys=["mlp/success_rate", "mlp/task_reward", "mlp/v_loss", "mlp/approx_kl"],
@@ -490,6 +499,7 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
         if read_done(os.path.join(out, name)) is not None:
             st = load_finetuned(parts, out, name)
             policies[name] = ((st["planner"], st["normalizer"]), st["llc"])
+    policies = committed(policies)  # one compilation of eval_dp for all of them
     for name, (pp, llc_l) in policies.items():
         results[name] = _floats(eval_dp(pp, llc_l, key, cfg.task_curriculum))
         print(f"eval {name}: {results[name]}")

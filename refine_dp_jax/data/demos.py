@@ -51,6 +51,10 @@ class DemoConfig:
     # Who executes the planner's commands: 'llc' (the trained LLC, as in the paper) or
     # 'reference' (the env's hand-written controller; for smoke tests of untrained stacks).
     executor: str = "llc"
+    # Smoke runs of stacks that cannot succeed yet (an untrained LLC, a reference controller
+    # that does not walk): keep the failed episodes too (successful ones first), so that the
+    # later stages have data. Recorded as ``keep_failed`` in demos.json; never for real runs.
+    keep_failed: bool = False
 
     def __post_init__(self):
         _check(self.num_episodes >= 1, "num_episodes must be >= 1")
@@ -114,26 +118,28 @@ def collect_demos(
 ) -> Demos:
     """Runs batches until ``cfg.num_episodes`` successes are kept (or ``max_batches``)."""
     collect = jax.jit(make_collect_batch(env, llc, hold, cfg.batch_envs, cfg.executor))
-    obs_l, cmd_l, len_l = [], [], []
+    good: list[tuple] = []  # (obs, cmd, length) of successful episodes, per batch
+    failed: list[tuple] = []  # the failed ones (kept only with ``keep_failed``)
     kept = attempted = 0
     for i in range(cfg.max_batches):
         obs, cmd, length, success = jax.device_get(collect(llc_learner, jax.random.fold_in(key, i)))
         ok = success > 0.5
         attempted += len(ok)
         kept += int(ok.sum())
-        obs_l.append(obs[ok])
-        cmd_l.append(cmd[ok])
-        len_l.append(length[ok])
+        good.append((obs[ok], cmd[ok], length[ok]))
+        if cfg.keep_failed:
+            failed.append((obs[~ok], cmd[~ok], length[~ok]))
         if progress is not None:
             progress(kept, attempted)
         if kept >= cfg.num_episodes:
             break
-    if kept == 0:
+    if kept == 0 and not cfg.keep_failed:
         raise RuntimeError(
             f"no successful demonstration in {attempted} attempts: the LLC cannot execute the "
             "scripted planner's commands; train the LLC longer"
         )
-    n = min(kept, cfg.num_episodes)
+    obs_l, cmd_l, len_l = (list(x) for x in zip(*(good + failed), strict=True))
+    n = min(sum(len(x) for x in len_l), cfg.num_episodes)
     meta = {
         "format": FORMAT, "version": VERSION, "env": env.name,
         "obs_dim": int(env.dp_observation_size), "command_dim": int(env.command_size),
@@ -142,6 +148,7 @@ def collect_demos(
         "command_high": np.asarray(env.command_high).tolist(),
         "num_episodes": n,
         "executor": cfg.executor,
+        "keep_failed": cfg.keep_failed,
         "collection": {"attempted": attempted, "successes": kept, "success_rate": kept / attempted},
     }  # fmt: skip
     return Demos(

@@ -28,4 +28,4 @@ def get(name: str) -> ExperimentConfig:
     return _EXPERIMENTS[name]()
 
 
-from experiments import point_reach, testbed  # noqa: E402,F401  (registers experiments)
+from experiments import humanoid, point_reach, testbed  # noqa: E402,F401  (registers experiments)

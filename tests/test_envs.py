@@ -1,4 +1,10 @@
-"""One test parameterized over every registered environment: the contract holds."""
+"""One test parameterized over every registered environment: the contract holds.
+
+Each environment compiles ONE program (reset + a 200-step rollout with random commands, the
+stage planner and the reference controller evaluated along the way); every check on that
+environment reuses its output. Env 0 of the batch applies zero actions (for the humanoids:
+the PD servos hold the default pose), the others uniform random actions in [-1, 1].
+"""
 
 import jax
 import jax.numpy as jnp
@@ -8,59 +14,123 @@ import pytest
 from refine_dp_jax import envs
 from refine_dp_jax.envs.base import denormalize_command, normalize_command
 
-B = 4
+B = 3
 STEPS = 200
 
 
-@pytest.fixture(scope="module", params=envs.names())
-def env_and_rollout(request):
-    env = envs.make(request.param)
-
+def _rollout_fn(env):
     @jax.jit
-    def rollout(key):
+    def rollout(key, curriculum):
         k_reset, k_run = jax.random.split(key)
-        s = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, B), 1.0)
+        s = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, B), curriculum)
         s0 = s
+        expert0 = jax.vmap(env.expert_command)(s)
 
         def body(s, k):
             kc, ka = jax.random.split(k)
             cmd = jax.vmap(env.sample_command)(jax.random.split(kc, B), s)
             s = jax.vmap(env.with_command)(s, cmd)
+            ref = jax.vmap(env.reference_action)(s)
+            expert = jax.vmap(env.expert_command)(s)
             a = jax.random.uniform(ka, (B, env.action_size), minval=-1.0, maxval=1.0)
+            a = a.at[0].set(0.0)
             s = jax.vmap(env.step)(s, a)
-            return s, (s.obs, s.privileged_obs, s.reward, s.done, s.task_reward,
-                       jax.vmap(env.dp_observation)(s))  # fmt: skip
+            return s, dict(obs=s.obs, priv=s.privileged_obs, reward=s.reward, done=s.done,
+                           task_reward=s.task_reward, nonfinite=s.nonfinite,
+                           dp=jax.vmap(env.dp_observation)(s), cmd=cmd, ref=ref,
+                           expert=expert, metrics=s.metrics)  # fmt: skip
 
         s, outs = jax.lax.scan(body, s, jax.random.split(k_run, STEPS))
-        return s0, s, outs
+        return s0, expert0, s, outs
 
-    return env, rollout(jax.random.PRNGKey(0))
+    return rollout
+
+
+@pytest.fixture(scope="module", params=envs.names())
+def env_and_rollout(request):
+    env = envs.make(request.param)
+    run = _rollout_fn(env)
+    return env, run, jax.device_get(run(jax.random.PRNGKey(0), 1.0))
 
 
 def test_registry_and_sizes(env_and_rollout):
-    env, (s0, s, outs) = env_and_rollout
+    env, _, (s0, expert0, s, outs) = env_and_rollout
     assert env.name in envs.names()
-    obs, priv, reward, done, task_reward, dp_obs = outs
-    assert obs.shape == (STEPS, B, env.observation_size)
-    assert priv.shape == (STEPS, B, env.privileged_observation_size)
-    assert dp_obs.shape == (STEPS, B, env.dp_observation_size)
-    assert s0.command.shape == (B, env.command_size)
+    assert outs["obs"].shape == (STEPS, B, env.observation_size)
+    assert outs["priv"].shape == (STEPS, B, env.privileged_observation_size)
+    assert outs["dp"].shape == (STEPS, B, env.dp_observation_size)
+    assert outs["cmd"].shape == outs["expert"].shape == (STEPS, B, env.command_size)
+    assert expert0.shape == s0.command.shape == (B, env.command_size)
+    assert outs["ref"].shape == (STEPS, B, env.action_size)
     assert s0.last_action.shape == (B, env.action_size)
-    assert reward.shape == done.shape == (STEPS, B)
+    assert outs["reward"].shape == outs["done"].shape == (STEPS, B)
     assert env.command_low.shape == env.command_high.shape == (env.command_size,)
-    assert np.all(np.asarray(env.command_low) < np.asarray(env.command_high))
+    low, high = np.asarray(env.command_low), np.asarray(env.command_high)
+    assert np.all(low < high)
+    for x in (outs["cmd"], outs["expert"], expert0):
+        assert np.all(x >= low - 1e-5) and np.all(x <= high + 1e-5)
     assert env.dt > 0 and env.episode_steps > 0
 
 
 def test_no_nan_over_200_random_steps(env_and_rollout):
-    env, (_, s, outs) = env_and_rollout
-    for x in outs:
-        assert np.isfinite(np.asarray(x)).all()
+    env, _, (s0, _, s, outs) = env_and_rollout
+    for k, x in jax.tree_util.tree_leaves_with_path(outs):
+        assert np.isfinite(np.asarray(x)).all(), jax.tree_util.keystr(k)
     assert np.isfinite(np.asarray(s.data.qpos)).all()
+    assert np.isfinite(np.asarray(s0.obs)).all()
+    assert outs["nonfinite"][:, 0].sum() == 0  # zero actions never explode
+
+
+# -- humanoid behaviour on the same rollout ---------------------------------------------------
+def _humanoid(env):
+    if not env.name.startswith("humanoid_"):
+        pytest.skip("humanoid only")
+
+
+def test_humanoid_pd_default_pose_stands(env_and_rollout):
+    """Zero offsets: the PD servos hold the default stance (with the env's default domain
+    randomization: payloads, random initial arm configuration, pushes after 3 s or more):
+    upright and at standing height for the whole 4 s, nothing ends in the first 2 s."""
+    env, _, (_, _, _, outs) = env_and_rollout
+    _humanoid(env)
+    h, up = outs["metrics"]["base_height"][:, 0], outs["metrics"]["upright"][:, 0]
+    assert env.episode_steps * env.dt >= 2.0
+    assert h.min() > 0.7 and up.min() > 0.95, (h.min(), up.min())
+    assert outs["done"][: int(2.0 / env.dt), 0].sum() == 0
+
+
+def test_humanoid_expert_starts_by_walking(env_and_rollout):
+    """At reset the robot is away from its work place: the stage planner commands motion."""
+    env, _, (_, expert0, _, _) = env_and_rollout
+    _humanoid(env)
+    assert np.all(np.abs(expert0[:, :3]).max(axis=1) > 0.05)
+
+
+def test_humanoid_contact_layout_matches_mjx(env_and_rollout):
+    """The env's static map of MJX's contact rows (foot forces) is MJX's own."""
+    env, _, (_, _, s, _) = env_and_rollout
+    _humanoid(env)
+    np.testing.assert_array_equal(np.asarray(s.data._impl.contact.geom)[0], env._contact_geoms)
+
+
+def test_humanoid_reset_curriculum_scales_start_range(env_and_rollout):
+    """Curriculum 0 puts the robot at the inner radius on the approach axis; curriculum 1
+    spreads it over the configured ranges (radial distance, polar angle, heading)."""
+    env, run, (s1, _, _, _) = env_and_rollout
+    _humanoid(env)
+    c, t = env.cfg, env.task_spec
+    anchor = np.asarray(t.anchor(c))
+    s0 = jax.device_get(run(jax.random.PRNGKey(1), 0.0)[0])
+    xy = s0.data.qpos[:, :2]
+    np.testing.assert_allclose(np.linalg.norm(xy - anchor, axis=1), c.start_distance[0], atol=1e-4)
+    np.testing.assert_allclose(xy[:, 1], anchor[1], atol=1e-4)
+    r1 = np.linalg.norm(s1.data.qpos[:, :2] - anchor, axis=1)
+    assert np.all((r1 >= c.start_distance[0] - 1e-4) & (r1 <= c.start_distance[1] + 1e-4))
+    assert np.ptp(r1) > 0
 
 
 def test_command_normalization_round_trip(env_and_rollout):
-    env, _ = env_and_rollout
+    env, _, _ = env_and_rollout
     c = jax.random.uniform(jax.random.PRNGKey(1), (16, env.command_size))
     c = env.command_low + c * (env.command_high - env.command_low)
     a = jax.vmap(lambda x: normalize_command(env, x))(c)

@@ -1,0 +1,510 @@
+"""The four humanoid tasks as data: scene builder, object placement, success condition and a
+scripted stage planner each; ``HumanoidEnv`` (``envs/humanoid.py``) runs any of them.
+
+Frames: "body" quantities are in the robot's heading frame (pelvis position, pelvis yaw).
+Command layout (Dc = 17): vx, vy, yaw rate | left hand x, y, z, rotation vector (3) | right
+hand (6) | left gripper, right gripper (> 0 closed).
+
+Stage planners are stateless: the stage follows from the privileged state (object in hand,
+door angle, feet on the platform) and from the previous command (``state.command``), which
+serves as the planner's memory (e.g. "was already squeezing"). They are sensible, not tuned:
+with an untrained LLC they do not succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+
+from refine_dp_jax.envs.humanoid_config import HumanoidConfig
+from refine_dp_jax.robots.humanoid import (
+    HumanoidParams,
+    PhysicsOptions,
+    foot_contact_geoms,
+    gripper_pad_geoms,
+)
+from refine_dp_jax.robots.scenes import (
+    add_door,
+    add_free_box,
+    add_goal_marker,
+    add_pairs,
+    add_platform,
+    add_shelf,
+    add_table,
+    robot_scene,
+)
+from refine_dp_jax.robots.spatial import rot2d, wrap_angle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from refine_dp_jax.envs.humanoid import Features, HumanoidEnv, TaskState
+
+FINGER_FRICTION = 1.5  # pads are rubber-like (estimate)
+GRIP_CONDIM, GRIP_TORSION = 4, 0.02  # one pad per finger: torsional friction keeps the grip
+OBJECT_FRICTION = 0.8  # object on a table/shelf (estimate)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What distinguishes one humanoid task from another."""
+
+    name: str  # registered environment name
+    defaults: tuple[tuple[str, Any], ...]  # HumanoidConfig field defaults of this task
+    build_scene: Callable[[HumanoidConfig, HumanoidParams, PhysicsOptions], mujoco.MjSpec]
+    object_site: str  # site of the task object (its pose is in the DP observation)
+    object_joint: str | None  # free joint of the task object (None: no free object)
+    anchor: Callable[[HumanoidConfig], tuple[float, float]]  # robot start ranges centre
+    approach_yaw: float  # heading the robot should have when working at the anchor
+    place: Callable[..., tuple]  # (env, key, qpos) -> (qpos, goal [3])
+    condition: Callable[..., jax.Array]  # (env, Features, TaskState) -> [] bool, instantaneous
+    hold_seconds: Callable[[HumanoidConfig], float]  # how long the condition must hold
+    dropped: Callable[..., jax.Array]  # (env, Features) -> [] bool: the object is lost
+    expert: Callable[..., jax.Array]  # (env, EnvState, Features) -> [Dc] command
+
+
+# -- shared planner pieces ------------------------------------------------------------------
+def walk_to(f: Features, target_xy: jax.Array, target_yaw: jax.Array | float,
+            cfg: HumanoidConfig, speed: float = 0.5) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """Body-frame (vx, vy, yaw rate) driving the pelvis to ``target_xy`` facing ``target_yaw``:
+    far away turn toward the target and walk forward, close by side-step and align.
+    Returns (velocity [3], distance [])."""
+    err_w = target_xy - f.base_pos[:2]
+    dist = jnp.linalg.norm(err_w)
+    err_b = rot2d(f.yaw).T @ err_w
+    bearing = jnp.arctan2(err_b[1], err_b[0])
+    far = dist > 0.6
+    yaw_err = jnp.where(far, bearing, wrap_angle(target_yaw - f.yaw))
+    v = 1.5 * err_b
+    v = v * jnp.minimum(1.0, speed / jnp.maximum(jnp.linalg.norm(v), 1e-6))
+    v = v * jnp.where(far, jnp.clip(1.0 - jnp.abs(bearing) / 0.8, 0.0, 1.0), 1.0)
+    wz = jnp.clip(2.0 * yaw_err, *cfg.yaw_rate_range)
+    vel = jnp.concatenate([v, wz[None]])
+    lo = jnp.array([cfg.vx_range[0], cfg.vy_range[0], cfg.yaw_rate_range[0]])
+    hi = jnp.array([cfg.vx_range[1], cfg.vy_range[1], cfg.yaw_rate_range[1]])
+    vel = jnp.clip(vel, lo, hi)
+    settled = (dist < 0.04) & (jnp.abs(wrap_angle(target_yaw - f.yaw)) < 0.08)
+    return jnp.where(settled, 0.0, vel), dist
+
+
+def rate_limit(prev: jax.Array, target: jax.Array, max_step: float) -> jax.Array:
+    """Moves ``prev`` toward ``target`` by at most ``max_step`` (Euclidean)."""
+    d = target - prev
+    return prev + d * jnp.minimum(1.0, max_step / jnp.maximum(jnp.linalg.norm(d), 1e-6))
+
+
+def compose(vel, left, right, grip) -> jax.Array:
+    """[17] command from velocity [3], hand poses [6] each and grippers [2]."""
+    return jnp.concatenate([vel, left, right, grip])
+
+
+def _pose(pos, rot=(0.0, 0.0, 0.0)):
+    return jnp.concatenate([pos, jnp.asarray(rot, jnp.float32)])
+
+
+def finish(env: HumanoidEnv, state, cmd: jax.Array) -> jax.Array:
+    """Rate-limits the hand targets (5 cm per call relative to the previous command, so that
+    a tracking offset cannot stall the plan) and clips to the command range."""
+    prev = state.command
+    for s in (3, 9):
+        cmd = cmd.at[s : s + 3].set(rate_limit(prev[s : s + 3], cmd[s : s + 3], 0.05))
+        cmd = cmd.at[s + 3 : s + 6].set(rate_limit(prev[s + 3 : s + 6], cmd[s + 3 : s + 6], 0.25))
+    return jnp.clip(cmd, env.command_low, env.command_high)
+
+
+def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.Array,
+               stand_xy, stand_yaw, lift: float):  # fmt: skip
+    """Right-hand pick of a block at ``obj_b`` (body frame): walk to the stand pose, bring the
+    open gripper behind the block, slide forward around it, close, lift by ``lift``.
+
+    Returns (velocity [3], right hand pose [6], right gripper [], holding [] bool).
+    """
+    c = env.cfg
+    vel, _ = walk_to(f, stand_xy, stand_yaw, c)
+    at_stand = jnp.all(vel == 0.0)
+    # the block is pushed against the inner (fixed) jaw: aim the hand centre a bit outward
+    grasp = obj_b + jnp.array([0.0, -0.012, 0.0])
+    pre = grasp + jnp.array([-0.10, 0.0, 0.0])
+    hand_now = f.hand_pose_b[1, :3]
+    in_gripper = jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) < 0.05
+    holding = in_gripper & (prev_grip > 0)
+    behind = hand_now[0] < obj_b[0] - 0.06
+    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < 0.025
+    target = jnp.where(behind & ~aligned, pre, grasp)
+    close = jnp.linalg.norm(hand_now - grasp) < 0.02
+    target = jnp.where(holding, grasp + jnp.array([0.0, 0.0, lift]), target)
+    target = jnp.where(at_stand | holding, target, env.ready_hands[1, :3])
+    grip = jnp.where(holding | close, 1.0, -1.0)
+    vel = jnp.where(holding, 0.0, vel)
+    return vel, _pose(target), grip, holding
+
+
+# -- box pickup -----------------------------------------------------------------------------
+def _box_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    spec = robot_scene("humanoid_box_pickup", p, o)
+    top = add_table(spec, "table", (0.15, 0.0), (0.3, 0.45), c.table_height)
+    corners = add_free_box(
+        spec, "box", c.box_half, c.box_mass, (0, 0, c.table_height + c.box_half[2])
+    )
+    add_pairs(spec, corners, [top], OBJECT_FRICTION)
+    # bimanual squeeze: the fixed (inner) jaws of both grippers press on the box's sides
+    jaws = gripper_pad_geoms(p, "left", ("jaw",)) + gripper_pad_geoms(p, "right", ("jaw",))
+    add_pairs(spec, jaws, ["box_geom"], FINGER_FRICTION, GRIP_CONDIM, GRIP_TORSION)
+    return spec
+
+
+def _place_on_table(env: HumanoidEnv, key, qpos, half, table_xy=(0.0, 0.0)):
+    c = env.cfg
+    k1, k2 = jax.random.split(key)
+    xy = (
+        jnp.asarray(table_xy)
+        + jax.random.uniform(k1, (2,), minval=-1.0, maxval=1.0) * c.object_jitter
+    )
+    yaw = jax.random.uniform(k2, minval=-0.2, maxval=0.2)
+    a = env.obj_qadr
+    z = c.table_height + half[2]
+    qpos = qpos.at[a : a + 3].set(jnp.array([xy[0], xy[1], z]))
+    qpos = qpos.at[a + 3 : a + 7].set(jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)]))
+    return qpos
+
+
+def _box_place(env, key, qpos):
+    c = env.cfg
+    qpos = _place_on_table(env, key, qpos, c.box_half)
+    goal = qpos[env.obj_qadr : env.obj_qadr + 3] + jnp.array([0.0, 0.0, c.lift_height])
+    return qpos, goal
+
+
+def _box_condition(env, f: Features, task: TaskState):
+    """Box at least ``lift_height`` above its resting height on the table."""
+    c = env.cfg
+    return f.obj_pos[2] >= c.table_height + c.box_half[2] + c.lift_height
+
+
+def _box_dropped(env, f: Features):
+    return f.obj_pos[2] < env.cfg.table_height - 0.3
+
+
+def _box_expert(env, state, f: Features):
+    """Walk to 0.4 m behind the box; open the arms to either side of it; squeeze it between
+    the two fixed jaws; lift it. The previous command remembers the squeeze."""
+    c = env.cfg
+    hy = c.box_half[1] + env.params.jaw_offset  # hand centre line when the jaw touches the box
+    obj_b = f.obj_b
+    prev = state.command
+    stand = f.obj_pos[:2] + jnp.array([-0.40, 0.0])
+    vel, _ = walk_to(f, stand, 0.0, c)
+    at_stand = jnp.all(vel == 0.0)
+    side = jnp.array([0.0, 1.0, 0.0])
+    pre_l, pre_r = obj_b + (hy + 0.06) * side, obj_b - (hy + 0.06) * side
+    sq_l, sq_r = obj_b + (hy - 0.02) * side, obj_b - (hy - 0.02) * side
+    near = lambda a, b, tol: jnp.linalg.norm(a[:2] - b[:2]) < tol
+    was_squeezing = near(prev[3:6], sq_l, 0.03) & near(prev[9:12], sq_r, 0.03)
+    hands = f.hand_pose_b[:, :3]
+    at_pre = near(hands[0], pre_l, 0.03) & near(hands[1], pre_r, 0.03)
+    squeeze = was_squeezing | (at_stand & at_pre)
+    gripped = was_squeezing & near(hands[0], sq_l, 0.04) & near(hands[1], sq_r, 0.04)
+    lift = jnp.where(gripped, c.lift_height + 0.08, 0.0) * jnp.array([0.0, 0.0, 1.0])
+    tl = jnp.where(squeeze, sq_l + lift, pre_l)
+    tr = jnp.where(squeeze, sq_r + lift, pre_r)
+    tl = jnp.where(at_stand | squeeze, tl, env.ready_hands[0, :3])
+    tr = jnp.where(at_stand | squeeze, tr, env.ready_hands[1, :3])
+    vel = jnp.where(squeeze, 0.0, vel)
+    cmd = compose(vel, _pose(tl), _pose(tr), jnp.ones(2))
+    return finish(env, state, cmd)
+
+
+# -- long pick and place ----------------------------------------------------------------------
+def _pp_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    spec = robot_scene("humanoid_pick_place", p, o)
+    top_a = add_table(spec, "table_a", (0.15, 0.0), (0.3, 0.4), c.table_height)
+    top_b = add_table(spec, "table_b", (0.15, c.place_distance), (0.3, 0.4), c.table_height)
+    add_goal_marker(spec, c.goal_radius, (0.0, c.place_distance, c.table_height + 0.002))
+    corners = add_free_box(
+        spec,
+        "object",
+        c.object_half,
+        c.object_mass,
+        (0, 0, c.table_height + c.object_half[2]),
+        rgba=(0.2, 0.4, 0.9, 1),
+    )
+    add_pairs(spec, corners, [top_a, top_b], OBJECT_FRICTION)
+    add_pairs(spec, gripper_pad_geoms(p, "right"), ["object_geom"], FINGER_FRICTION, GRIP_CONDIM,
+              GRIP_TORSION)  # fmt: skip
+    return spec
+
+
+def _pp_place(env, key, qpos):
+    c = env.cfg
+    qpos = _place_on_table(env, key, qpos, c.object_half)
+    goal = jnp.array([0.0, c.place_distance, c.table_height + c.object_half[2]])
+    return qpos, goal
+
+
+def _released(env, f: Features):
+    """The right gripper is open wider than the block and not around it."""
+    c = env.cfg
+    opening_ok = f.grip[1] > 2 * c.object_half[1] + 0.01
+    return opening_ok | (jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) > 0.10)
+
+
+def _pp_condition(env, f: Features, task: TaskState):
+    """Block inside the goal disc, resting on table B, at rest, released."""
+    c = env.cfg
+    inside = jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < c.goal_radius
+    resting = jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02
+    still = jnp.linalg.norm(f.obj_vel) < 0.1
+    return inside & resting & still & _released(env, f)
+
+
+def _on_table_dropped(env, f: Features):
+    return f.obj_pos[2] < env.cfg.table_height - 0.3
+
+
+def _pp_expert(env, state, f: Features):
+    c = env.cfg
+    prev = state.command
+    stand_a = f.obj_pos[:2] + jnp.array([-0.42, 0.17])
+    v_pick, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand_a, 0.0,
+                                                       0.10)  # fmt: skip
+    goal = state.task.goal
+    lifted = f.obj_pos[2] > c.table_height + c.object_half[2] + 0.06
+    stand_b = goal[:2] + jnp.array([-0.42, 0.17])
+    v_carry, dist_b = walk_to(f, stand_b, 0.0, c)
+    at_b = jnp.all(v_carry == 0.0)
+    goal_b = rot2d(f.yaw).T @ (goal[:2] - f.base_pos[:2])
+    carry_hand = jnp.array([0.32, -0.17, c.table_height + c.object_half[2] + 0.12 - f.base_pos[2]])
+    place_hand = jnp.concatenate([goal_b + jnp.array([0.0, -0.012]),
+                                  (goal[2] + 0.01 - f.base_pos[2])[None]])  # fmt: skip
+    down = f.obj_pos[2] < goal[2] + 0.015
+    over_goal = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < 0.6 * c.goal_radius
+    hand_carry = jnp.where(at_b, place_hand, carry_hand)
+    grip_carry = jnp.where(at_b & down & over_goal, -1.0, 1.0)
+    v_carry = jnp.where(lifted | ~holding, v_carry, 0.0)
+    carrying = holding & (lifted | (dist_b < 1.0))
+    vel = jnp.where(carrying, v_carry, v_pick)
+    hand = jnp.where(carrying, _pose(hand_carry), hand_pick)
+    grip = jnp.where(carrying, grip_carry, grip_pick)
+    placed = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < c.goal_radius
+    done = placed & ~holding
+    vel = jnp.where(done, 0.0, vel)
+    hand = jnp.where(done, env.ready_hands[1], hand)
+    grip = jnp.where(done, -1.0, grip)
+    cmd = compose(vel, env.ready_hands[0], hand, jnp.stack([-1.0, grip]))
+    return finish(env, state, cmd)
+
+
+# -- door -------------------------------------------------------------------------------------
+def _door_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    spec = robot_scene("humanoid_door", p, o)
+    panel, handle = add_door(spec, c.door_width, c.door_height, c.door_damping, c.handle_height,
+                             c.door_mass)  # fmt: skip
+    add_pairs(spec, gripper_pad_geoms(p, "right"), [handle], FINGER_FRICTION, GRIP_CONDIM,
+              GRIP_TORSION)  # fmt: skip
+    add_pairs(spec, ["right_palm", "chest"], [panel], 0.5)  # pushing the panel
+    return spec
+
+
+def _door_place(env, key, qpos):
+    c = env.cfg
+    return qpos, jnp.array([c.pass_distance + 0.3, 0.0, 0.0])
+
+
+def _door_condition(env, f: Features, task: TaskState):
+    """Torso at least ``pass_distance`` past the door plane, within the doorway, upright."""
+    c = env.cfg
+    past = f.base_pos[0] >= c.pass_distance
+    inside = jnp.abs(f.base_pos[1]) < c.door_width / 2 + 0.15
+    upright = f.gravity[2] < -0.9
+    return past & inside & upright
+
+
+def _never(env, f):
+    return jnp.zeros((), bool)
+
+
+def _door_expert(env, state, f: Features):
+    c = env.cfg
+    prev = state.command
+    handle = f.obj_pos
+    stand = jnp.array([handle[0] - 0.45, handle[1] + 0.17])
+    vel, _ = walk_to(f, stand, 0.0, c)
+    at_stand = jnp.all(vel == 0.0)
+    roll = jnp.array([1.5708, 0.0, 0.0])  # jaws above and below the horizontal lever
+    h_b = f.obj_b
+    pre = h_b + jnp.array([-0.10, 0.0, 0.0])
+    hand_now = f.hand_pose_b[1, :3]
+    near_handle = jnp.linalg.norm(f.hand_pos[1] - handle) < 0.04
+    holding = near_handle & (prev[16] > 0)
+    behind = hand_now[0] < h_b[0] - 0.06
+    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < 0.025
+    reach = jnp.where(behind & ~aligned, pre, h_b)
+    grip = jnp.where(holding | (jnp.linalg.norm(hand_now - h_b) < 0.02), 1.0, -1.0)
+    # holding: push the handle forward and follow it
+    push = h_b + jnp.array([0.12, 0.0, 0.0])
+    opened = f.door_angle > 0.9
+    through = jnp.array([c.pass_distance + 0.4, 0.0])
+    v_through, _ = walk_to(f, through, 0.0, c, speed=0.4)
+    hand = jnp.where(holding, push, jnp.where(at_stand, reach, env.ready_hands[1, :3]))
+    vel = jnp.where(holding, jnp.array([0.15, 0.0, 0.0]), jnp.where(at_stand, 0.0, vel))
+    rot = jnp.where(at_stand | holding, roll, env.ready_hands[1, 3:])
+    right = jnp.concatenate([hand, rot])
+    right = jnp.where(opened, env.ready_hands[1], right)
+    grip = jnp.where(opened, -1.0, grip)
+    vel = jnp.where(opened, v_through, vel)
+    cmd = compose(vel, env.ready_hands[0], right, jnp.stack([-1.0, grip]))
+    return finish(env, state, cmd)
+
+
+# -- platform step-up and shelf retrieval -----------------------------------------------------
+def _shelf_xy(c: HumanoidConfig) -> tuple[float, float]:
+    return c.platform_front + 2 * c.platform_half[0] - 0.2, 0.0
+
+
+def _platform_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    spec = robot_scene("humanoid_platform", p, o)
+    plat = add_platform(spec, c.platform_front, c.platform_half, c.platform_height)
+    feet = foot_contact_geoms(p, "left") + foot_contact_geoms(p, "right")
+    add_pairs(spec, feet, [plat], o.floor_friction)
+    sx, sy = _shelf_xy(c)
+    top = c.platform_height + c.shelf_height
+    board = add_shelf(spec, (sx, sy), (0.15, 0.3), top, base=c.platform_height)
+    corners = add_free_box(spec, "object", c.object_half, c.object_mass,
+                           (sx, sy, top + c.object_half[2]), rgba=(0.2, 0.4, 0.9, 1))  # fmt: skip
+    add_pairs(spec, corners, [board], OBJECT_FRICTION)
+    add_pairs(spec, gripper_pad_geoms(p, "right"), ["object_geom"], FINGER_FRICTION, GRIP_CONDIM,
+              GRIP_TORSION)  # fmt: skip
+    return spec
+
+
+def _platform_place(env, key, qpos):
+    c = env.cfg
+    sx, sy = _shelf_xy(c)
+    k1, k2 = jax.random.split(key)
+    xy = (
+        jnp.array([sx - 0.05, sy])
+        + jax.random.uniform(k1, (2,), minval=-1.0, maxval=1.0) * c.object_jitter
+    )
+    a = env.obj_qadr
+    z = c.platform_height + c.shelf_height + c.object_half[2]
+    yaw = jax.random.uniform(k2, minval=-0.2, maxval=0.2)
+    qpos = qpos.at[a : a + 3].set(jnp.array([xy[0], xy[1], z]))
+    qpos = qpos.at[a + 3 : a + 7].set(jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)]))
+    goal = jnp.array([c.platform_front + c.platform_half[0], 0.0, c.platform_height])
+    return qpos, goal
+
+
+def on_platform(c: HumanoidConfig, sole_pos: jax.Array) -> jax.Array:
+    """[] bool: both soles [2, 3] inside the platform's footprint and on its top."""
+    x0, x1 = c.platform_front, c.platform_front + 2 * c.platform_half[0]
+    inside = (sole_pos[:, 0] > x0 + 0.02) & (sole_pos[:, 0] < x1 - 0.02)
+    inside = inside & (jnp.abs(sole_pos[:, 1]) < c.platform_half[1] - 0.02)
+    up = sole_pos[:, 2] > c.platform_height - 0.02
+    return jnp.all(inside & up)
+
+
+def _platform_condition(env, f: Features, task: TaskState):
+    """Both feet on the platform and the object lifted off the shelf, in the right gripper."""
+    c = env.cfg
+    shelf_top = c.platform_height + c.shelf_height
+    lifted = f.obj_pos[2] >= shelf_top + c.object_half[2] + c.retrieve_height
+    in_hand = jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) < 0.1
+    return on_platform(c, f.sole_pos) & lifted & in_hand
+
+
+def _platform_dropped(env, f: Features):
+    c = env.cfg
+    return f.obj_pos[2] < c.platform_height + c.shelf_height - 0.3
+
+
+def _platform_expert(env, state, f: Features):
+    c = env.cfg
+    prev = state.command
+    up = on_platform(c, f.sole_pos)
+    # off the platform: line up in front of it, then walk straight up onto it
+    edge = jnp.array([c.platform_front - 0.30, 0.0])
+    v_line, _ = walk_to(f, edge, 0.0, c)
+    lined = (
+        (jnp.abs(f.base_pos[1]) < 0.1)
+        & (jnp.abs(f.yaw) < 0.15)
+        & (f.base_pos[0] > c.platform_front - 0.45)
+    )
+    v_up = jnp.array([0.25, -0.5 * f.base_pos[1], -1.0 * f.yaw])
+    v_off = jnp.where(lined, v_up, v_line)
+    stand = f.obj_pos[:2] + jnp.array([-0.42, 0.17])
+    v_pick, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, 0.0, 0.10)
+    vel = jnp.where(up, v_pick, v_off)
+    right = jnp.where(up, hand_pick, env.ready_hands[1])
+    grip = jnp.where(up, grip_pick, -1.0)
+    cmd = compose(vel, env.ready_hands[0], right, jnp.stack([-1.0, grip]))
+    return finish(env, state, cmd)
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        TaskSpec(
+            name="humanoid_box_pickup",
+            defaults=(("episode_seconds", 15.0),),
+            build_scene=_box_scene,
+            object_site="box",
+            object_joint="box",
+            anchor=lambda c: (0.0, 0.0),
+            approach_yaw=0.0,
+            place=_box_place,
+            condition=_box_condition,
+            hold_seconds=lambda c: c.lift_seconds,
+            dropped=_box_dropped,
+            expert=_box_expert,
+        ),
+        TaskSpec(
+            name="humanoid_pick_place",
+            defaults=(("episode_seconds", 40.0),),
+            build_scene=_pp_scene,
+            object_site="object",
+            object_joint="object",
+            anchor=lambda c: (0.0, 0.0),
+            approach_yaw=0.0,
+            place=_pp_place,
+            condition=_pp_condition,
+            hold_seconds=lambda c: 0.0,
+            dropped=_on_table_dropped,
+            expert=_pp_expert,
+        ),
+        TaskSpec(
+            name="humanoid_door",
+            defaults=(
+                ("episode_seconds", 20.0),
+                ("start_distance", (0.9, 1.6)),
+                ("start_angle", 0.4),
+            ),
+            build_scene=_door_scene,
+            object_site="handle",
+            object_joint=None,
+            anchor=lambda c: (0.0, c.door_width / 2 - 0.12),
+            approach_yaw=0.0,
+            place=_door_place,
+            condition=_door_condition,
+            hold_seconds=lambda c: 0.0,
+            dropped=_never,
+            expert=_door_expert,
+        ),
+        TaskSpec(
+            name="humanoid_platform",
+            defaults=(("episode_seconds", 20.0), ("start_distance", (0.6, 1.2))),
+            build_scene=_platform_scene,
+            object_site="object",
+            object_joint="object",
+            anchor=lambda c: (c.platform_front, 0.0),
+            approach_yaw=0.0,
+            place=_platform_place,
+            condition=_platform_condition,
+            hold_seconds=lambda c: 0.0,
+            dropped=_platform_dropped,
+            expert=_platform_expert,
+        ),
+    )  # fmt: skip
+}

@@ -1,0 +1,249 @@
+"""Humanoid environments: success tests on constructed states, footstep planner, robot
+numbers and kinematics, domain-randomization hooks, config errors.
+
+Nothing here compiles a physics rollout: the jitted reset + 200-step rollout of every
+humanoid task (no NaN, PD standing, contact layout, reset curriculum) lives in
+tests/test_envs.py, the one test parameterized over every registered environment. States
+here are built with MuJoCo on the CPU (``mj_forward``) and checked eagerly.
+"""
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+from mujoco import mjx
+
+from refine_dp_jax import envs
+from refine_dp_jax.envs.humanoid import HumanoidEnv
+from refine_dp_jax.errors import ConfigError
+from refine_dp_jax.planners.footsteps import FootstepParams, feet_reference, plan
+from refine_dp_jax.robots.humanoid import SIDES, HumanoidParams, arm_fk
+
+HUMANOIDS = ["humanoid_box_pickup", "humanoid_pick_place", "humanoid_door", "humanoid_platform"]
+
+
+def test_every_humanoid_task_is_registered():
+    assert set(HUMANOIDS) <= set(envs.names())
+    env = envs.make("humanoid_door")
+    assert (env.action_size, env.command_size) == (28, 17)
+    assert (env.observation_size, env.privileged_observation_size) == (139, 167)
+    assert env.dp_observation_size == 34 and abs(env.dt - 0.02) < 1e-9
+
+
+# -- success tests on constructed states -----------------------------------------------------
+def _state(env: HumanoidEnv, base=(0.0, 0.0), yaw=0.0, z_extra=0.0, obj=None, joints=None,
+           door=None, forward_obj_at_hand=False):  # fmt: skip
+    """mjx.Data built on the CPU: the robot standing at ``base`` (default pose), optional
+    joint overrides {name: angle}, object position, door angle."""
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    qpos, _ = env.standing_state()
+    qpos[:2] = base
+    qpos[2] += z_extra
+    qpos[3:7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+    for name, val in (joints or {}).items():
+        qpos[m.joint(name).qposadr[0]] = val
+    if door is not None:
+        qpos[m.joint("door_hinge").qposadr[0]] = door
+    d.qpos[:] = qpos
+    mujoco.mj_forward(m, d)
+    if forward_obj_at_hand:
+        obj = d.site("right_grasp").xpos.copy()
+    if obj is not None:
+        a = env.obj_qadr
+        d.qpos[a : a + 3] = obj
+        mujoco.mj_forward(m, d)
+    return mjx.put_data(m, d)
+
+
+def _succ(env, data, task):
+    return float(env.is_success(data, task))
+
+
+def test_box_pickup_success():
+    env = envs.make("humanoid_box_pickup")
+    c = env.cfg
+    rest = c.table_height + c.box_half[2]
+    up = _state(env, base=(-0.45, 0.0), obj=(0.0, 0.0, rest + c.lift_height + 0.03))
+    down = _state(env, base=(-0.45, 0.0), obj=(0.0, 0.0, rest))
+    assert _succ(env, up, env.blank_task(hold=c.lift_seconds)) == 1.0
+    assert _succ(env, up, env.blank_task(hold=0.5 * c.lift_seconds)) == 0.0  # not yet 1 s
+    assert _succ(env, down, env.blank_task(hold=c.lift_seconds)) == 0.0
+
+
+def test_pick_place_success():
+    env = envs.make("humanoid_pick_place")
+    c = env.cfg
+    goal = (0.0, c.place_distance, c.table_height + c.object_half[2])
+    task = env.blank_task(goal=goal)
+    placed = _state(env, base=(-0.6, c.place_distance + 0.4), obj=goal)
+    on_a = _state(env, base=(-0.6, 0.4), obj=(0.0, 0.0, goal[2]))
+    off = _state(
+        env, base=(-0.6, c.place_distance + 0.4), obj=(0.0, c.place_distance + 0.3, goal[2])
+    )
+    assert _succ(env, placed, task) == 1.0
+    assert _succ(env, on_a, task) == 0.0
+    assert _succ(env, off, task) == 0.0  # on table B, outside the goal region
+    # still gripped: hand at the object with the finger closed on it
+    held = _state(env, joints={"right_finger": env.params.finger_stroke}, forward_obj_at_hand=True)
+    a = env.obj_qadr
+    assert _succ(env, held, env.blank_task(goal=np.asarray(held.qpos[a : a + 3]))) == 0.0
+
+
+def test_door_success():
+    env = envs.make("humanoid_door")
+    task = env.blank_task()
+    through = _state(env, base=(0.8, 0.0), door=1.2)
+    before = _state(env, base=(-1.0, 0.0))
+    beside = _state(env, base=(0.8, 1.5), door=0.0)  # walked around the door
+    fallen = _state(env, base=(0.8, 0.0), yaw=0.0, door=1.2,
+                    joints={})  # fmt: skip
+    assert _succ(env, through, task) == 1.0
+    assert _succ(env, before, task) == 0.0
+    assert _succ(env, beside, task) == 0.0
+    # tilt the pelvis by 40 degrees: not upright
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:] = np.asarray(fallen.qpos)
+    d.qpos[3:7] = [np.cos(0.35), 0.0, np.sin(0.35), 0.0]
+    mujoco.mj_forward(m, d)
+    assert _succ(env, mjx.put_data(m, d), task) == 0.0
+
+
+def test_platform_success():
+    env = envs.make("humanoid_platform")
+    c = env.cfg
+    task = env.blank_task()
+    raise_arm = {"right_shoulder_pitch": -1.3, "right_elbow": 0.2}
+    on = dict(base=(c.platform_front + 0.5, 0.0), z_extra=c.platform_height)
+    ok = _state(env, **on, joints=raise_arm, forward_obj_at_hand=True)
+    shelf_top = c.platform_height + c.shelf_height
+    a = env.obj_qadr
+    assert float(ok.qpos[a + 2]) > shelf_top + c.object_half[2] + c.retrieve_height  # premise
+    assert _succ(env, ok, task) == 1.0
+    ground = _state(env, base=(c.platform_front - 0.5, 0.0), joints=raise_arm,
+                    forward_obj_at_hand=True)  # fmt: skip
+    assert _succ(env, ground, task) == 0.0  # object in hand but feet on the ground
+    on_shelf = _state(env, **on)  # object still on the shelf
+    assert _succ(env, on_shelf, task) == 0.0
+
+
+# -- footstep planner ------------------------------------------------------------------------
+FEET = jnp.array([[0.0, 0.12, 0.0], [0.0, -0.12, 0.0]])
+
+
+def test_footsteps_zero_velocity_feet_stay():
+    p = FootstepParams()
+    feet = jnp.array([[0.02, 0.11, 0.05], [-0.01, -0.12, -0.02]])
+    for t in (0.0, 0.13, 0.41, 0.9):
+        fs = plan(jnp.zeros(3), feet, jnp.asarray(t), p)
+        np.testing.assert_array_equal(np.asarray(fs.swing), [0.0, 0.0])
+        swing = 1 - int(fs.stance)
+        np.testing.assert_allclose(np.asarray(fs.target_world), np.asarray(feet[swing]), atol=1e-6)
+        ref, height = feet_reference(fs, feet, p)
+        np.testing.assert_allclose(np.asarray(ref), np.asarray(feet), atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(height), [0.0, 0.0])
+
+
+def test_footsteps_forward_velocity():
+    p = FootstepParams()
+    v = 0.5
+    seen = []
+    for k in range(4):
+        t = jnp.asarray(k * p.step_period + 0.05)
+        fs = plan(jnp.array([v, 0.0, 0.0]), FEET, t, p)
+        swing = int(np.argmax(np.asarray(fs.swing)))
+        seen.append(swing)
+        side = 1.0 if swing == 0 else -1.0
+        np.testing.assert_allclose(
+            np.asarray(fs.target), [v * p.step_period, side * p.nominal_width, 0.0], atol=1e-6
+        )
+        stance = FEET[1 - swing]
+        np.testing.assert_allclose(float(fs.target_world[0]), float(stance[0]) + v * p.step_period,
+                                   atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(float(fs.countdown), p.step_period - 0.05, atol=1e-5)
+        assert int(fs.stance) == 1 - swing
+    assert seen == [0, 1, 0, 1]  # alternating, left first
+    # the reference moves the swing foot from its start to the target, the stance foot stays
+    fs = plan(jnp.array([v, 0.0, 0.0]), FEET, jnp.asarray(0.999 * p.step_period), p)
+    ref, height = feet_reference(fs, FEET, p)
+    np.testing.assert_allclose(np.asarray(ref[0]), np.asarray(fs.target_world), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(ref[1]), np.asarray(FEET[1]), atol=1e-6)
+    # clipped at the largest step, never narrower than min_width
+    fs = plan(jnp.array([5.0, -5.0, 0.0]), FEET, jnp.asarray(0.0), p)
+    assert float(fs.target[0]) == pytest.approx(p.max_step_x)
+    assert float(fs.target[1]) >= p.min_width - 1e-6
+
+
+# -- robot -----------------------------------------------------------------------------------
+def test_robot_numbers_and_arm_fk():
+    """G1-class size and mass; the JAX arm kinematics match MuJoCo's."""
+    env = envs.make("humanoid_door")
+    m = env.mj_model
+    p = HumanoidParams()
+    assert 30.0 <= m.body_subtreemass[m.body("pelvis").id] <= 36.0
+    d = mujoco.MjData(m)
+    qpos, _ = env.standing_state()
+    d.qpos[:] = qpos
+    mujoco.mj_forward(m, d)
+    top = d.geom("head").xpos[2] + m.geom("head").size[0]
+    assert 1.2 <= top <= 1.35
+    rng = np.random.default_rng(0)
+    for side in SIDES:
+        names = [
+            f"{side}_{j}"
+            for j in (
+                "shoulder_pitch",
+                "shoulder_roll",
+                "shoulder_yaw",
+                "elbow",
+                "wrist_roll",
+                "wrist_pitch",
+                "wrist_yaw",
+            )
+        ]
+        q = rng.uniform(-0.8, 0.8, 7)
+        for n, v in zip(names, q, strict=True):
+            d.qpos[m.joint(n).qposadr[0]] = v
+        mujoco.mj_forward(m, d)
+        rp = d.xmat[m.body("pelvis").id].reshape(3, 3)
+        want = rp.T @ (d.site(f"{side}_grasp").xpos - d.xpos[m.body("pelvis").id])
+        pos, rot = arm_fk(p, side, jnp.zeros(()), jnp.asarray(q))
+        np.testing.assert_allclose(np.asarray(pos), want, atol=1e-5)
+        want_rot = rp.T @ d.site(f"{side}_grasp").xmat.reshape(3, 3)
+        np.testing.assert_allclose(np.asarray(rot), want_rot, atol=1e-5)
+
+
+def test_arm_ik_reaches_fk_target():
+    env = envs.make("humanoid_door")
+    q_true = jnp.array([-0.6, -0.2, 0.3, 0.4, 0.2, -0.3, 0.1])
+    pos, rot = arm_fk(env.params, "right", jnp.zeros(()), q_true)
+    q0 = jnp.asarray(env._default[12 + 7 : 12 + 14])
+    q = jax.jit(lambda a, b, c: env.arm_ik(1, a, b, c, iters=30))(q0, pos, rot)
+    p2, r2 = arm_fk(env.params, "right", jnp.zeros(()), q)
+    assert float(jnp.linalg.norm(p2 - pos)) < 5e-3
+    assert float(jnp.linalg.norm(r2 - rot)) < 5e-2
+
+
+def test_domain_randomization_hooks():
+    env = envs.make("humanoid_box_pickup")
+    task = env.blank_task().replace(payload=jnp.array([0.5, 1.0]), friction=jnp.asarray(0.4))
+    m = env._model(task)
+    hands = env._hands
+    np.testing.assert_allclose(np.asarray(m.body_mass[hands]) - env.mj_model.body_mass[hands],
+                               [0.5, 1.0], atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(np.asarray(m.pair_friction[env._floor_pairs, :2]), 0.4)
+    force, start, end = env._sample_push(jax.random.PRNGKey(0), jnp.asarray(10))
+    c = env.cfg
+    assert (
+        10 + c.push_interval[0] / env.dt - 1 <= int(start) <= 10 + c.push_interval[1] / env.dt + 1
+    )
+    assert int(end) > int(start) and float(jnp.linalg.norm(force)) <= c.push_force + 1e-4
+
+
+def test_unknown_override_and_bad_values_are_clear_errors():
+    with pytest.raises(ValueError, match="no_such_field"):
+        envs.make("humanoid_door", no_such_field=1.0)
+    with pytest.raises(ConfigError):
+        envs.make("humanoid_door", vx_range=(1.0, -1.0))

@@ -8,6 +8,7 @@
                  PyTorch DPPO code is structured) - ratio fused / host loop
   llc_ppo        our LLC PPO step vs brax_ppo (brax.training.agents.ppo.train) on the same
                  MJX environment, same number of envs and network sizes
+  breakdown      where the fused step's time goes (physics, env.step, + LLC, rollout, + update)
   scaling        dppo_step env steps/s as the number of environments grows
   sweep          S sweep members in one vmapped program: total env steps/s as S grows
 
@@ -181,6 +182,59 @@ def host_loop(cfg, num_envs: int, reps: int) -> dict:
                          note="rollout only (no update)")  # fmt: skip
 
 
+def breakdown(cfg, num_envs: int, reps: int) -> list[dict]:
+    """Where the fused step's time goes: the same number of LLC steps as one DPPO iteration,
+    run as (1) bare vmapped ``mjx.step`` x substeps, (2) ``env.step`` (physics + observations
+    and rewards), (3) + the LLC policy, (4) the hierarchical rollout (+ denoising chain, chunk
+    bookkeeping, resets), (5) the whole DPPO step (+ GAE and the update)."""
+    from refine_dp_jax.train.finetune import dp_plan_fn
+    from refine_dp_jax.train.hierarchy import make_hier_rollout
+
+    cfg, parts, state = finetune_setup(cfg, num_envs)
+    env, d = parts.env, cfg.diffusion
+    n_llc = cfg.finetune.decisions * d.exec_steps * cfg.hold
+    v_phys = jax.vmap(mjx.step, (None, 0))
+    zeros = jnp.zeros((num_envs, env.action_size))
+
+    def physics(data):
+        return jax.lax.fori_loop(
+            0, n_llc * env.cfg.substeps, lambda _, x: v_phys(env.mjx_model, x), data
+        )
+
+    def env_step(s):
+        return jax.lax.fori_loop(0, n_llc, lambda _, x: jax.vmap(env.step)(x, zeros), s)
+
+    def llc_env_step(s):
+        def body(i, x):
+            a, _ = parts.llc_ppo.act(state.llc, x.obs, jax.random.PRNGKey(i), True)
+            return jax.vmap(env.step)(x, a)
+
+        return jax.lax.fori_loop(0, n_llc, body, s)
+
+    roll = make_hier_rollout(
+        env, parts.llc_ppo, dp_plan_fn(parts.dppo, d.ft_steps), lambda p: p[1],
+        cfg.finetune.decisions, d.exec_steps, cfg.hold,
+    )  # fmt: skip
+
+    def rollout(st):
+        hs, _, _ = roll(st.hier, (st.planner, st.normalizer), st.llc, st.key)
+        return st.replace(hier=hs, key=jax.random.fold_in(st.key, 1))
+
+    parts_ = [
+        ("physics", physics, state.hier.env.data), ("env_step", env_step, state.hier.env),
+        ("llc_env_step", llc_env_step, state.hier.env), ("rollout", rollout, state),
+        ("dppo_step", pipeline.finetune_step(parts, cfg, joint=False), state),
+    ]  # fmt: skip
+    rows = []
+    for part, fn, arg in parts_:
+        compile_s, per_call, _ = timed(fn, arg, reps)
+        rows.append(append_result(
+            "breakdown", env=cfg.env, batch=num_envs, part=part, compile_s=compile_s,
+            steps_per_s=num_envs * n_llc / per_call, seconds_per_iteration=per_call,
+        ))  # fmt: skip
+    return rows
+
+
 def llc_ppo(cfg, num_envs: int, reps: int) -> dict:
     from refine_dp_jax.train.llc import make_llc_train
 
@@ -256,6 +310,12 @@ def main() -> None:
                 f"host_loop: {host['steps_per_s']:,.0f} LLC steps/s, fused rollout "
                 f"{fused['steps_per_s']:,.0f} ({ratio:.2f}x)"
             )
+    if want("breakdown"):
+        rows = breakdown(cfg, batch, reps)
+        total = rows[-1]["seconds_per_iteration"]
+        for r in rows:
+            print(f"breakdown {r['part']:13s} {r['seconds_per_iteration']:.3f} s/iteration "
+                  f"({r['seconds_per_iteration'] / total:.0%} of the DPPO step)")  # fmt: skip
     if want("llc_ppo"):
         ours = llc_ppo(cfg, batch, reps)
         print(f"llc_ppo: {ours['steps_per_s']:,.0f} env steps/s")

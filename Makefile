@@ -8,7 +8,7 @@ PYTHON_311 := $(shell for p in python3.11 $$(ls -d $$(pyenv root 2>/dev/null || 
 EXPERIMENT ?= testbed
 OUT ?= runs/$(EXPERIMENT)
 
-.PHONY: venv test run lint format bench clean osmesa
+.PHONY: venv test test-all run lint format bench clean osmesa
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON_311)" || { echo "error: no Python 3.11 found (PATH or pyenv); install it, e.g. 'pyenv install 3.11'"; exit 1; }
@@ -19,11 +19,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Two pytest workers (XLA compiles one program per core); a test file stays on one worker so
-# that its session fixtures (the tiny pipeline run) are built once.
+# Two pytest workers (XLA compiles one program per core). Work units (tests/conftest.py): the
+# tests sharing the tiny pipeline run, one per environment in test_envs.py, else one per file;
+# a unit stays on one worker so that its fixtures are compiled once. `make test` leaves out the
+# tests marked `slow` (three more humanoid pipeline smoke runs); `make test-all` runs them too.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST) -m "not slow"
+
+test-all: venv
+	$(PYTEST)
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

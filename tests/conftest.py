@@ -44,3 +44,24 @@ def tiny_run(tiny_cfg, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tiny_run"))
     summary = pipeline.run_pipeline(tiny_cfg, out)
     return out, summary
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Work units for ``pytest -n 2 --dist loadgroup`` (see the Makefile): a unit runs on one
+    worker, so a fixture it shares is built (compiled) once. Every test that uses the tiny
+    pipeline run is one unit; a test module parameterized by a module-scoped fixture over
+    environments (``test_envs.py``) is one unit per environment; a test marked
+    ``per_param("name")`` is one unit per value of that parameter; anything else is one unit
+    per module (pytest-xdist's ``loadfile``)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = item.module.__name__
+        spec = getattr(item, "callspec", None)
+        mark = item.get_closest_marker("per_param")
+        if "tiny_run" in item.fixturenames:
+            group = "tiny_run"
+        elif spec is not None and mark is not None and mark.args[0] in spec.params:
+            group = f"{group}[{spec.params[mark.args[0]]}]"
+        item.add_marker(pytest.mark.xdist_group(group))

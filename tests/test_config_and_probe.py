@@ -52,7 +52,6 @@ def test_dppo_minibatch_check_happens_before_compiling():
         replace(cfg, **{"dppo.minibatches": 3})
 
 
-@pytest.mark.slow
 def test_bandit_probe_dppo_reaches_rewarded_mode():
     """Pre-trained DP: about half its samples in the rewarded mode; after DPPO: > 95 %."""
     r = run_bandit_probe(BanditProbeConfig(seed=0))

@@ -16,6 +16,8 @@ from refine_dp_jax.envs.base import denormalize_command, normalize_command
 
 B = 3
 STEPS = 200
+# One xdist work unit per environment (each compiles its own rollout program).
+pytestmark = pytest.mark.per_param("env_and_rollout")
 
 
 def _rollout_fn(env):

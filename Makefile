@@ -22,7 +22,7 @@ venv: $(VENV)/.installed
 # Two pytest workers (XLA compiles one program per core). Work units (tests/conftest.py): the
 # tests sharing the tiny pipeline run, one per environment in test_envs.py, else one per file;
 # a unit stays on one worker so that its fixtures are compiled once. `make test` leaves out the
-# tests marked `slow` (three more humanoid pipeline smoke runs); `make test-all` runs them too.
+# tests marked `slow` (the four humanoid pipeline smoke runs); `make test-all` runs them too.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test: venv

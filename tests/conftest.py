@@ -53,7 +53,9 @@ def pytest_collection_modifyitems(config, items):
     pipeline run is one unit; a test module parameterized by a module-scoped fixture over
     environments (``test_envs.py``) is one unit per environment; a test marked
     ``per_param("name")`` is one unit per value of that parameter; anything else is one unit
-    per module (pytest-xdist's ``loadfile``)."""
+    per module (pytest-xdist's ``loadfile``). The tiny-run unit is the longest (the pipeline,
+    the resume tests and the sweep test, about a third of the suite), so it goes first: xdist
+    hands units out in the order of their first test, and started last it would run alone."""
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
@@ -65,3 +67,13 @@ def pytest_collection_modifyitems(config, items):
         elif spec is not None and mark is not None and mark.args[0] in spec.params:
             group = f"{group}[{spec.params[mark.args[0]]}]"
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+class _TinyRunFirst:
+    @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters
+    def pytest_collection_modifyitems(self, items):
+        items.sort(key=lambda item: "tiny_run" not in item.fixturenames)  # stable
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_TinyRunFirst(), "tiny_run_first")

@@ -48,11 +48,16 @@ def _rollout_fn(env):
     return rollout
 
 
+_BUILT = {}  # per worker process: pytest-xdist may tear a module fixture down between items
+
+
 @pytest.fixture(scope="module", params=envs.names())
 def env_and_rollout(request):
-    env = envs.make(request.param)
-    run = _rollout_fn(env)
-    return env, run, jax.device_get(run(jax.random.PRNGKey(0), 1.0))
+    if request.param not in _BUILT:
+        env = envs.make(request.param)
+        run = _rollout_fn(env)
+        _BUILT[request.param] = env, run, jax.device_get(run(jax.random.PRNGKey(0), 1.0))
+    return _BUILT[request.param]
 
 
 def test_registry_and_sizes(env_and_rollout):

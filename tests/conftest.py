@@ -50,10 +50,9 @@ def tiny_run(tiny_cfg, tmp_path_factory):
 def pytest_collection_modifyitems(config, items):
     """Work units for ``pytest -n 2 --dist loadgroup`` (see the Makefile): a unit runs on one
     worker, so a fixture it shares is built (compiled) once. Every test that uses the tiny
-    pipeline run is one unit; a test module parameterized by a module-scoped fixture over
-    environments (``test_envs.py``) is one unit per environment; a test marked
-    ``per_param("name")`` is one unit per value of that parameter; anything else is one unit
-    per module (pytest-xdist's ``loadfile``). The tiny-run unit is the longest (the pipeline,
+    pipeline run is one unit; a test marked ``per_param("name")`` is one unit per value of
+    that parameter (``test_envs.py``: one per environment); anything else is one unit per
+    module (pytest-xdist's ``loadfile``). The tiny-run unit is the longest (the pipeline,
     the resume tests and the sweep test, about a third of the suite), so it goes first: xdist
     hands units out in the order of their first test, and started last it would run alone."""
     for item in items:

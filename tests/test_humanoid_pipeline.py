@@ -5,11 +5,11 @@ summary.json is complete and finite.
 
 Cost: each task compiles its own programs (LLC PPO step, demo collection, joint fine-tuning
 step, MLP-PPO step, two evaluations, resets), each containing the humanoid's ``mjx.step``:
-about ten minutes of one CPU core per task, nearly all of it XLA compilation (measured in
+10-18 minutes of one CPU core per task, nearly all of it XLA compilation (measured in
 docs/humanoid.md). XLA's fast-compile flags (backend optimization level 0) did not shorten the
-whole run (box pickup alone on a core: 671 s with them, 588 s in an earlier run without),
-so none are set. Each task is its own xdist work
-unit (``per_param``), so the four spread over the workers.
+whole run (box pickup alone on a core: 671 s with them, 588 s in an earlier run without), so
+none are set. Each task is its own xdist work unit (``per_param``), so the four spread over
+the workers.
 """
 
 import json
@@ -24,7 +24,7 @@ import experiments
 from refine_dp_jax import pipeline
 from refine_dp_jax.data.demos import load_demos
 
-# Each task costs about ten minutes of one CPU core (compilation of its own programs, see
+# Each task costs 10-18 minutes of one CPU core (compilation of its own programs, see
 # docs/humanoid.md): the four are marked ``slow``, left out of `make test` (CI's 20-minute
 # budget) and run by `make test-all`.
 TASKS = ["box_pickup", "pick_place", "door", "platform"]

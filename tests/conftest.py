@@ -12,7 +12,8 @@ import jax  # noqa: E402
 _CACHE = os.environ.get(
     "REFINE_DP_JAX_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
 )
-jax.config.update("jax_compilation_cache_dir", os.path.abspath(_CACHE))
+os.environ["REFINE_DP_JAX_CACHE"] = _CACHE = os.path.abspath(_CACHE)  # subprocesses share it
+jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -31,15 +31,10 @@ TASKS = ["box_pickup", "pick_place", "door", "platform"]
 
 
 def _run_cli(args, tmp_path):
-    env = {
-        **os.environ,
-        "REFINE_DP_JAX_NO_BAR": "1",
-        "REFINE_DP_JAX_CACHE": os.environ.get(
-            "REFINE_DP_JAX_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
-        ),
-    }
+    """The CLI in a subprocess; it inherits conftest's environment (shared compilation cache,
+    no progress bars)."""
     code = "import sys; from refine_dp_jax.cli import main; main(sys.argv[1:])"
-    r = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path,
                        capture_output=True, text=True, timeout=3000)  # fmt: skip
     assert r.returncode == 0, f"refine-dp {' '.join(args)} failed:\n{r.stderr[-4000:]}"
     return r

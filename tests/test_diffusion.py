@@ -12,6 +12,7 @@ from refine_dp_jax.diffusion.networks import (
     DenoiserConfig,
     apply_fn,
     make_denoiser,
+    mish,
 )
 from refine_dp_jax.diffusion.schedule import eps_loss, make_schedule, q_sample
 
@@ -287,3 +288,18 @@ def test_critic_shape():
     obs = jnp.ones((3, 2, 4))
     p = c.init(jax.random.key(0), obs)["params"]
     assert c.apply({"params": p}, obs).shape == (3,)
+
+
+def test_mish_matches_numpy_reference_and_has_finite_gradients():
+    x = np.concatenate([np.linspace(-60.0, 60.0, 4001), [-1e4, -88.0, 0.0, 19.9, 20.0, 20.1, 1e4]])
+    x = x.astype(np.float32)
+    ref = x.astype(np.float64) * np.tanh(np.logaddexp(0.0, x.astype(np.float64)))
+    got = np.asarray(mish(jnp.asarray(x)))
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
+    # d/dx x tanh(sp(x)) = tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)
+    x64 = x.astype(np.float64)
+    t = np.tanh(np.logaddexp(0.0, x64))
+    dref = t + x64 / (1.0 + np.exp(-np.clip(x64, -700, 700))) * (1.0 - t**2)
+    dgot = np.asarray(jax.vmap(jax.grad(mish))(jnp.asarray(x)))
+    assert np.all(np.isfinite(dgot))
+    np.testing.assert_allclose(dgot, dref, rtol=1e-5, atol=1e-5)

@@ -19,8 +19,14 @@ from refine_dp_jax.errors import ConfigError
 
 
 def mish(x: jax.Array) -> jax.Array:
-    """Mish activation x * tanh(softplus(x)) (DPPO's choice)."""
-    return x * jnp.tanh(jax.nn.softplus(x))
+    """Mish activation x * tanh(softplus(x)) (DPPO's choice), with one exponential:
+    tanh(log(1 + e^x)) = n / (n + 2) for n = e^x (e^x + 2). Same values to float32 rounding,
+    and about 1.6x faster than exp + log1p + tanh in a forward + backward pass on CPU, where
+    the denoiser's activations cost as much as its matmuls (benchmarks/run.py breakdown). For
+    x > 20, n / (n + 2) is 1 in float32, so clamping the exponent there changes nothing."""
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return x * n / (n + 2.0)
 
 
 _ACTIVATIONS = {"mish": mish, "tanh": jnp.tanh, "relu": jax.nn.relu, "silu": jax.nn.silu}

@@ -35,6 +35,10 @@ from refine_dp_jax.config import replace  # noqa: E402
 from refine_dp_jax.train.finetune import FinetuneState  # noqa: E402
 from refine_dp_jax.train.hierarchy import ObsNormalizer, hier_init  # noqa: E402
 
+QUICK_HUMANOID = "humanoid_pick_place"
+SCALING_KEYS = ("env", "batch", "steps_per_s", "physics_steps_per_s", "compile_s",
+                "denoising_steps_per_s", "seconds_per_iteration")  # fmt: skip
+
 
 def timed(fn, arg, reps: int) -> tuple[float, float, object]:
     """(compile_s, seconds per call, last output) for ``fn(arg)`` with a donated state."""
@@ -129,7 +133,8 @@ def fused_rollout(cfg, num_envs: int, reps: int) -> dict:
     compile_s, per_call, _ = timed(run, state, reps)
     llc_steps, _ = env_steps_per_iteration(cfg)
     return append_result("fused_rollout", env=cfg.env, batch=num_envs,
-                         steps_per_s=llc_steps / per_call, compile_s=compile_s)  # fmt: skip
+                         steps_per_s=llc_steps / per_call, compile_s=compile_s,
+                         seconds_per_iteration=per_call)  # fmt: skip
 
 
 def host_loop(cfg, num_envs: int, reps: int) -> dict:
@@ -182,11 +187,14 @@ def host_loop(cfg, num_envs: int, reps: int) -> dict:
                          note="rollout only (no update)")  # fmt: skip
 
 
-def breakdown(cfg, num_envs: int, reps: int) -> list[dict]:
+def breakdown(cfg, num_envs: int, reps: int, measured: dict | None = None) -> list[dict]:
     """Where the fused step's time goes: the same number of LLC steps as one DPPO iteration,
     run as (1) bare vmapped ``mjx.step`` x substeps, (2) ``env.step`` (physics + observations
     and rewards), (3) + the LLC policy, (4) the hierarchical rollout (+ denoising chain, chunk
-    bookkeeping, resets), (5) the whole DPPO step (+ GAE and the update)."""
+    bookkeeping, resets), (5) the whole DPPO step (+ GAE and the update).
+
+    ``measured``: part ("rollout", "dppo_step") -> (compile_s, seconds per iteration) already
+    measured in this run at the same batch and work, so those are not compiled twice."""
     from refine_dp_jax.train.finetune import dp_plan_fn
     from refine_dp_jax.train.hierarchy import make_hier_rollout
 
@@ -225,9 +233,13 @@ def breakdown(cfg, num_envs: int, reps: int) -> list[dict]:
         ("llc_env_step", llc_env_step, state.hier.env), ("rollout", rollout, state),
         ("dppo_step", pipeline.finetune_step(parts, cfg, joint=False), state),
     ]  # fmt: skip
+    measured = measured or {}
     rows = []
     for part, fn, arg in parts_:
-        compile_s, per_call, _ = timed(fn, arg, reps)
+        if part in measured:
+            compile_s, per_call = measured[part]
+        else:
+            compile_s, per_call, _ = timed(fn, arg, reps)
         rows.append(append_result(
             "breakdown", env=cfg.env, batch=num_envs, part=part, compile_s=compile_s,
             steps_per_s=num_envs * n_llc / per_call, seconds_per_iteration=per_call,
@@ -287,20 +299,29 @@ def main() -> None:
     want = lambda n: args.only is None or n in args.only
     print(f"run_id {RUN_ID}, device {jax.devices()[0].device_kind} x {jax.device_count()}")
     phys = None
+    measured = {}  # breakdown parts already timed in this run: part -> (compile_s, s/iteration)
     if want("physics_limit"):
-        for name in envs.names():
+        # quick: the experiment's env, the probe env and one humanoid (each humanoid model
+        # compiles for ~40 s on 2 cores); full: every registered environment
+        names = envs.names()
+        if args.quick:
+            names = [n for n in names if n in (cfg.env, "point_reach", QUICK_HUMANOID)]
+        for name in names:
             row = physics_limit(name, batch, 20, reps)
             if name == cfg.env:
                 phys = row
             print(f"physics_limit {name}: {row['steps_per_s']:,.0f} steps/s")
     if want("dppo_step"):
         row = dppo_step(cfg, batch, reps, phys)
+        dppo_row = row
+        measured["dppo_step"] = (row["compile_s"], row["seconds_per_iteration"])
         print(
             f"dppo_step: {row['steps_per_s']:,.0f} LLC steps/s, "
             f"ratio to physics {row.get('ratio_to_physics_limit', float('nan')):.2f}"
         )
         if want("host_loop"):  # equal work: the rollout alone, fused vs Python-driven
             fused = fused_rollout(cfg, batch, reps)
+            measured["rollout"] = (fused["compile_s"], fused["seconds_per_iteration"])
             host = host_loop(cfg, batch, 1)
             ratio = fused["steps_per_s"] / host["steps_per_s"]
             append_result("fused_vs_host_loop", env=cfg.env, batch=batch,
@@ -311,7 +332,7 @@ def main() -> None:
                 f"{fused['steps_per_s']:,.0f} ({ratio:.2f}x)"
             )
     if want("breakdown"):
-        rows = breakdown(cfg, batch, reps)
+        rows = breakdown(cfg, batch, reps, measured)
         total = rows[-1]["seconds_per_iteration"]
         for r in rows:
             print(f"breakdown {r['part']:13s} {r['seconds_per_iteration']:.3f} s/iteration "
@@ -329,12 +350,17 @@ def main() -> None:
                 f"(ours {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x)"
             )
     if want("scaling"):
-        sizes = (16, 32, 64, 128) if args.quick else (32, 64, 128, 256, 512)
+        sizes = (16, 64, 128) if args.quick else (32, 64, 128, 256, 512)
         for b in sizes:
-            row = dppo_step(cfg, b, reps, None, name="scaling")
+            if b == batch and "dppo_step" in measured:  # the same program, timed above
+                row = append_result("scaling", **{
+                    k: v for k, v in dppo_row.items() if k in SCALING_KEYS
+                }, note="the dppo_step measurement of this run")  # fmt: skip
+            else:
+                row = dppo_step(cfg, b, reps, None, name="scaling")
             print(f"scaling B={b}: {row['steps_per_s']:,.0f} LLC steps/s")
     if want("sweep"):
-        for m in (1, 2, 4):
+        for m in (1, 4) if args.quick else (1, 2, 4, 8):
             row = sweep_scaling(cfg, 32 if args.quick else 128, m, reps)
             print(f"sweep S={m}: {row['steps_per_s']:,.0f} LLC steps/s over all members")
     from benchmarks.report import write_report

@@ -9,11 +9,12 @@ heading 600 % of the demonstrations'). DDPM with K = 20 and K' = 10, so that the
 succeeds 3x less often than the deterministic one). PPO clip ranges 0.05 on the last denoising
 step and 0.005 on the first fine-tuned one: with DPPO's defaults (0.01, 0.001) the clip binds on
 over half the samples, the approximate KL per iteration is 3e-5, and deterministic success
-creeps from 60 % to 88-89 % at 40-60 iterations; with 0.05 it is 85, 89, 92.5, 95 % at
+creeps from 61 % to 88-89 % at 40-60 iterations; with 0.05 it is 85, 89, 92.5, 95 % at
 iterations 10-40 (same pre-trained DP; ``experiments/dppo_curve.py``, docs/results/dppo_clip/).
 A 3x higher actor learning rate instead collapses training success (0.55 -> 0.25); clip 0.1
 oscillates (81.5, 70, 80 %). 50 iterations: from a weaker pre-trained DP (51.5 %) DP-only
-reached 83, 85.5, 85, 87, 93, 89 % at iterations 10-60.
+reached 83, 85.5, 85, 87, 93, 89 % at iterations 10-60. Fresh-clone ``make run`` of this setting:
+52.0 % pre-trained, 93.5 % DP-only, 88.0 % joint, 29.5 % MLP + PPO (README).
 ``testbed_tiny``: every stage at toy sizes (tests: smoke, resume, NaN handling).
 """
 

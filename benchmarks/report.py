@@ -19,13 +19,14 @@ def load() -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| benchmark | env | batch | steps/s | compile s | ratio | device |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    out = ["| benchmark | detail | env | batch | steps/s | compile s | ratio | device |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in rows:
         ratio = r.get("ratio", r.get("ratio_to_physics_limit"))
         comp = r.get("compile_s")
+        detail = r.get("part") or (f"S = {r['members']}" if "members" in r else r.get("note", ""))
         out.append(
-            f"| {r['benchmark']} | {r.get('env', '')} | {r.get('batch', '')} | "
+            f"| {r['benchmark']} | {detail} | {r.get('env', '')} | {r.get('batch', '')} | "
             f"{r['steps_per_s']:,.0f} | {'' if comp is None or comp != comp else f'{comp:.1f}'} | "
             f"{'' if ratio is None else f'{ratio:.2f}'} | {r['device_kind']} x{r['device_count']} |"
         )

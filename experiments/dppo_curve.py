@@ -26,32 +26,21 @@ def run_curve(args) -> None:
 
     from refine_dp_jax import pipeline
     from refine_dp_jax.cli import _experiment
-    from refine_dp_jax.evaluate import make_evaluate
     from refine_dp_jax.train.finetune import dp_plan_fn
 
     cfg = _experiment(args.experiment, tuple(args.set))
     parts = pipeline.build(cfg)
     state = pipeline.finetune_state(parts, cfg, str(args.out), args.joint)
     step = jax.jit(pipeline.finetune_step(parts, cfg, args.joint))
-    d = cfg.diffusion
-    evaluate = jax.jit(
-        make_evaluate(
-            parts.env,
-            parts.llc_ppo,
-            dp_plan_fn(parts.dppo, d.ft_steps),
-            num_envs=args.episodes,
-            obs_history=d.obs_history,
-            exec_steps=d.exec_steps,
-            hold=cfg.hold,
-        )
-    )
+    plan = dp_plan_fn(parts.dppo, cfg.diffusion.ft_steps)
+    evaluate = pipeline.make_evaluator(parts, plan, args.episodes)
     key = jax.random.PRNGKey(args.eval_seed)
 
     def success():
         r = evaluate((state.planner, state.normalizer), state.llc, key, cfg.task_curriculum)
         return float(r["success_rate"])
 
-    log = open(args.log, "w") if args.log else None
+    log = open(args.log, "w") if args.log else None  # closed after the loop
     header = {"set": list(args.set), "joint": args.joint, "episodes": args.episodes}
 
     def emit(line):
@@ -77,6 +66,8 @@ def run_curve(args) -> None:
         if it % args.every == 0 or it == args.iterations:
             line["eval"] = success()
         emit(line)
+    if log:
+        log.close()
 
 
 def plot(logs: list[Path], png: Path) -> None:

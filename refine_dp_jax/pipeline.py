@@ -473,6 +473,16 @@ def load_finetuned(parts: Parts, out: str, name: str):
     return state
 
 
+def make_evaluator(parts: Parts, plan, num_envs: int):
+    """Jitted deterministic evaluation of the planner function ``plan`` on the first episodes
+    of ``num_envs`` envs: ``f(planner_params, llc, key, curriculum) -> metrics``."""
+    d = parts.cfg.diffusion
+    return jax.jit(make_evaluate(
+        parts.env, parts.llc_ppo, plan, num_envs=num_envs, obs_history=d.obs_history,
+        exec_steps=d.exec_steps, hold=parts.cfg.hold,
+    ))  # fmt: skip
+
+
 def stage_evaluate(parts: Parts, out: str) -> dict:
     """Success rate (first episode of each of ``eval_episodes`` envs, deterministic sampling),
     completion time, hand tracking error for every policy; a video; a bar chart."""
@@ -483,9 +493,7 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
     d = cfg.diffusion
     env = parts.env
     dp_plan = dp_plan_fn(parts.dppo, d.ft_steps)
-    common = dict(num_envs=cfg.eval_episodes, obs_history=d.obs_history,
-                  exec_steps=d.exec_steps, hold=cfg.hold)  # fmt: skip
-    eval_dp = jax.jit(make_evaluate(env, parts.llc_ppo, dp_plan, **common))
+    eval_dp = make_evaluator(parts, dp_plan, cfg.eval_episodes)
     key = stage_key(parts, "eval")
     results: dict[str, dict] = {}
     params, normalizer = load_dp(parts, out)
@@ -511,7 +519,7 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
         }
         st, _ = load_artifact(os.path.join(out, "mlp_ppo", "final"), tmpl)
         plan = mlp_plan_fn(ppo, d.exec_steps, env.command_size)
-        eval_mlp = jax.jit(make_evaluate(env, parts.llc_ppo, plan, **common))
+        eval_mlp = make_evaluator(parts, plan, cfg.eval_episodes)
         results["mlp_ppo"] = _floats(
             eval_mlp((st["planner"], st["normalizer"]), llc, key, cfg.task_curriculum)
         )

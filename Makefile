@@ -19,12 +19,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Two pytest workers (XLA compiles one program per core). Work units (tests/conftest.py): the
-# tests sharing the tiny pipeline run, one per environment in test_envs.py, else one per file;
-# a unit stays on one worker so that its fixtures are compiled once. `make test` leaves out the
-# tests marked `slow` (the four humanoid pipeline smoke runs); `make test-all` runs them too.
+# Two pytest workers. Work units (tests/conftest.py): the tests sharing the tiny pipeline run,
+# one per environment in test_envs.py, else one per file; a unit stays on one worker so that its
+# fixtures are compiled once. Units are handed out in collection order, the tiny run (the longest)
+# first, not in xdist's default order of most tests first, which left it to run alone at the end.
+# `make test` leaves out the tests marked `slow` (the four humanoid pipeline smoke runs);
+# `make test-all` runs them too.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: venv
 	$(PYTEST) -m "not slow"
 

@@ -54,8 +54,9 @@ def pytest_collection_modifyitems(config, items):
     pipeline run is one unit; a test marked ``per_param("name")`` is one unit per value of
     that parameter (``test_envs.py``: one per environment); anything else is one unit per
     module (pytest-xdist's ``loadfile``). The tiny-run unit is the longest (the pipeline,
-    the resume tests and the sweep test, about a third of the suite), so it goes first: xdist
-    hands units out in the order of their first test, and started last it would run alone."""
+    the resume tests and the sweep test, about a third of the suite), so it goes first: with
+    ``--no-loadscope-reorder`` (the Makefile) xdist hands units out in the order of their
+    first test; by default it sorts them by test count, and the tiny run then ran alone last."""
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue

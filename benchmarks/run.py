@@ -40,20 +40,26 @@ SCALING_KEYS = ("env", "batch", "steps_per_s", "physics_steps_per_s", "compile_s
                 "denoising_steps_per_s", "seconds_per_iteration")  # fmt: skip
 
 
+MIN_TIMED_S = 2.0  # steady calls are repeated until they span at least this long
+
+
 def timed(fn, arg, reps: int) -> tuple[float, float, object]:
-    """(compile_s, seconds per call, last output) for ``fn(arg)`` with a donated state."""
+    """(compile_s, seconds per call, last output) for ``fn(arg)``, the output's state fed back
+    in: one warm-up call, then at least ``reps`` calls and at least ``MIN_TIMED_S`` seconds
+    (short programs timed over a few calls are at the mercy of this machine's noise)."""
     t = time.perf_counter()
     compiled = jax.jit(fn).lower(arg).compile()
     compile_s = time.perf_counter() - t
     out = compiled(arg)
     jax.block_until_ready(out)
     state = out[0] if isinstance(out, tuple) else out
-    t = time.perf_counter()
-    for _ in range(reps):
+    n, t = 0, time.perf_counter()
+    while n < reps or time.perf_counter() - t < MIN_TIMED_S:
         out = compiled(state)
         state = out[0] if isinstance(out, tuple) else out
-    jax.block_until_ready(out)
-    return compile_s, (time.perf_counter() - t) / reps, out
+        jax.block_until_ready(out)
+        n += 1
+    return compile_s, (time.perf_counter() - t) / n, out
 
 
 def physics_limit(env_name: str, batch: int, steps: int, reps: int) -> dict:
@@ -71,9 +77,19 @@ def physics_limit(env_name: str, batch: int, steps: int, reps: int) -> dict:
                          compile_s=compile_s, substeps=1)  # fmt: skip
 
 
+_SETUPS: dict = {}  # (cfg, num_envs) -> (cfg, parts, state): built once per run
+
+
 def finetune_setup(cfg, num_envs: int):
     """A fine-tuning state with freshly initialised networks (throughput does not depend on
-    what was learned)."""
+    what was learned). Built once per (experiment, batch) and shared: ``timed`` does not
+    donate its argument, so every benchmark at that batch starts from the same state."""
+    if (cfg, num_envs) not in _SETUPS:
+        _SETUPS[cfg, num_envs] = _finetune_setup(cfg, num_envs)
+    return _SETUPS[cfg, num_envs]
+
+
+def _finetune_setup(cfg, num_envs: int):
     cfg = replace(cfg, **{"finetune.num_envs": num_envs})
     parts = pipeline.build(cfg)
     d = cfg.diffusion
@@ -187,14 +203,17 @@ def host_loop(cfg, num_envs: int, reps: int) -> dict:
                          note="rollout only (no update)")  # fmt: skip
 
 
-def breakdown(cfg, num_envs: int, reps: int, measured: dict | None = None) -> list[dict]:
+def breakdown(
+    cfg, num_envs: int, reps: int, measured: dict | None = None, quick: bool = False
+) -> list[dict]:
     """Where the fused step's time goes: the same number of LLC steps as one DPPO iteration,
     run as (1) bare vmapped ``mjx.step`` x substeps, (2) ``env.step`` (physics + observations
     and rewards), (3) + the LLC policy, (4) the hierarchical rollout (+ denoising chain, chunk
     bookkeeping, resets), (5) the whole DPPO step (+ GAE and the update).
 
-    ``measured``: part ("rollout", "dppo_step") -> (compile_s, seconds per iteration) already
-    measured in this run at the same batch and work, so those are not compiled twice."""
+    ``measured``: part -> (compile_s, seconds per iteration) already measured in this run at
+    the same batch and work ("rollout", "dppo_step"; "physics" from the physics limit's rate),
+    so those are not compiled twice. ``quick`` measures only those parts (no new programs)."""
     from refine_dp_jax.train.finetune import dp_plan_fn
     from refine_dp_jax.train.hierarchy import make_hier_rollout
 
@@ -236,6 +255,8 @@ def breakdown(cfg, num_envs: int, reps: int, measured: dict | None = None) -> li
     measured = measured or {}
     rows = []
     for part, fn, arg in parts_:
+        if quick and part not in measured:
+            continue
         if part in measured:
             compile_s, per_call = measured[part]
         else:
@@ -270,8 +291,15 @@ def brax_ppo(cfg, num_envs: int, quick: bool) -> dict:
                          compile_s=compile_s, **info)  # fmt: skip
 
 
-def sweep_scaling(cfg, num_envs: int, members: int, reps: int) -> dict:
-    """Throughput of S sweep members in one vmapped program (the `refine-dp sweep` path)."""
+def sweep_scaling(cfg, num_envs: int, members: int, reps: int, single: dict | None = None) -> dict:
+    """Throughput of S sweep members in one vmapped program (the `refine-dp sweep` path).
+    ``single``: a dppo_step row at this batch, recorded as S=1 (the program a single run
+    compiles, without the sweep's vmap) instead of compiling the S=1 sweep program."""
+    if members == 1 and single is not None:
+        return append_result(
+            "sweep", env=cfg.env, batch=num_envs, members=1, steps_per_s=single["steps_per_s"],
+            compile_s=single["compile_s"], note="S=1: the single-run dppo_step program",
+        )  # fmt: skip
     from refine_dp_jax.train.loop import guard_nonfinite
 
     cfg, parts, state = finetune_setup(cfg, num_envs)
@@ -307,7 +335,7 @@ def main() -> None:
         if args.quick:
             names = [n for n in names if n in (cfg.env, "point_reach", QUICK_HUMANOID)]
         for name in names:
-            row = physics_limit(name, batch, 20, reps)
+            row = physics_limit(name, batch, 100, reps)
             if name == cfg.env:
                 phys = row
             print(f"physics_limit {name}: {row['steps_per_s']:,.0f} steps/s")
@@ -332,7 +360,10 @@ def main() -> None:
                 f"{fused['steps_per_s']:,.0f} ({ratio:.2f}x)"
             )
     if want("breakdown"):
-        rows = breakdown(cfg, batch, reps, measured)
+        if phys is not None:  # the same model and batch: per-iteration time from its rate
+            _, n_phys = env_steps_per_iteration(replace(cfg, **{"finetune.num_envs": batch}))
+            measured["physics"] = (phys["compile_s"], n_phys / phys["steps_per_s"])
+        rows = breakdown(cfg, batch, reps, measured, quick=args.quick)
         total = rows[-1]["seconds_per_iteration"]
         for r in rows:
             print(f"breakdown {r['part']:13s} {r['seconds_per_iteration']:.3f} s/iteration "
@@ -349,6 +380,8 @@ def main() -> None:
                 f"brax_ppo: {theirs['steps_per_s']:,.0f} env steps/s "
                 f"(ours {ours['steps_per_s'] / theirs['steps_per_s']:.2f}x)"
             )
+    scaling = {}  # batch -> scaling row
+    sweep_batch = 16 if args.quick else 128
     if want("scaling"):
         sizes = (16, 64, 128) if args.quick else (32, 64, 128, 256, 512)
         for b in sizes:
@@ -358,10 +391,12 @@ def main() -> None:
                 }, note="the dppo_step measurement of this run")  # fmt: skip
             else:
                 row = dppo_step(cfg, b, reps, None, name="scaling")
+            scaling[b] = row
             print(f"scaling B={b}: {row['steps_per_s']:,.0f} LLC steps/s")
-    if want("sweep"):
+    if want("sweep"):  # quick: S=1 is the single-run program of the scaling row at this batch
+        single = scaling.get(sweep_batch) if args.quick else None
         for m in (1, 4) if args.quick else (1, 2, 4, 8):
-            row = sweep_scaling(cfg, 32 if args.quick else 128, m, reps)
+            row = sweep_scaling(cfg, sweep_batch, m, reps, single)
             print(f"sweep S={m}: {row['steps_per_s']:,.0f} LLC steps/s over all members")
     from benchmarks.report import write_report
 

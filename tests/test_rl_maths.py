@@ -210,3 +210,35 @@ def test_weighted_running_stats_ignore_masked_rows():
     st = stats_update(stats_init(3), jnp.asarray(data), jnp.asarray(keep, jnp.float32))
     np.testing.assert_allclose(np.asarray(st.mean), data[keep].mean(0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(st.var), data[keep].var(0), rtol=1e-4)
+
+
+def test_llc_learn_updates_input_stats_only_when_asked():
+    """``llc_learn(..., update_stats=False)`` (joint phase, ``finetune.llc_update_stats``)
+    leaves the running input statistics as they were; the default folds the batch in."""
+    from refine_dp_jax.train.gaussian_ppo import PPOConfig, make_gaussian_ppo
+    from refine_dp_jax.train.llc import LLCTransition, llc_learn
+
+    t_len, b, do, dp, da = 4, 2, 3, 5, 2
+    cfg = PPOConfig(epochs=1, minibatches=2, actor_hidden=(8,), critic_hidden=(8,))
+    ppo = make_gaussian_ppo(cfg, do, dp, da, t_len * b)
+    learner = ppo.init(jax.random.PRNGKey(0))
+    f = lambda *shape: jnp.asarray(RNG.normal(loc=1.0, size=(t_len, b, *shape)), jnp.float32)
+    zeros = jnp.zeros((t_len, b))
+    tr = LLCTransition(obs=f(do), privileged_obs=f(dp), action=f(da), log_prob=zeros - 1.0,
+                       reward=f(), done=zeros, terminated=zeros, value=zeros,
+                       next_value=zeros, valid=zeros + 1.0)  # fmt: skip
+    frozen, _ = llc_learn(ppo, learner, tr, cfg, jax.random.PRNGKey(1), update_stats=False)
+    updated, _ = llc_learn(ppo, learner, tr, cfg, jax.random.PRNGKey(1))
+    for before, after in ((learner.actor_stats, frozen.actor_stats),
+                          (learner.critic_stats, frozen.critic_stats)):  # fmt: skip
+        for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    want = stats_update(learner.actor_stats, tr.obs.reshape(-1, do))
+    np.testing.assert_allclose(np.asarray(updated.actor_stats.mean), np.asarray(want.mean),
+                               rtol=1e-6)  # fmt: skip
+    assert not np.allclose(
+        np.asarray(updated.actor_stats.mean), np.asarray(learner.actor_stats.mean)
+    )
+    # the parameters take the same PPO step either way (the statistics are updated after it)
+    for x, y in zip(jax.tree.leaves(frozen.params), jax.tree.leaves(updated.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

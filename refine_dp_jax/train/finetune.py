@@ -42,6 +42,9 @@ class FinetuneConfig:
     decisions: int = 16  # T decisions per iteration
     iterations: int = 30
     joint: bool = True  # alternate LLC PPO and DPPO (Algorithm 1); False = DP-only
+    # joint: keep updating the LLC's running input statistics on the DP's commands (False:
+    # frozen at their stage-1 values, so the LLC sees its inputs normalized as in training)
+    llc_update_stats: bool = True
 
     def __post_init__(self):
         _check(self.num_envs >= 1 and self.decisions >= 1, "num_envs and decisions must be >= 1")
@@ -127,7 +130,7 @@ def make_dppo_train(
         hs, decs, trs = rollout_llc(
             state.hier, (state.planner, state.normalizer), state.llc, k_roll, False, True
         )
-        llc, m = llc_learn(llc_ppo, state.llc, trs, llc_cfg.ppo, k_up)
+        llc, m = llc_learn(llc_ppo, state.llc, trs, llc_cfg.ppo, k_up, fcfg.llc_update_stats)
         m = {**m, "tracking_reward": jnp.sum(trs.reward) / jnp.maximum(jnp.sum(trs.valid), 1.0)}
         m.update({f"rollout_{k}": v for k, v in episode_metrics(decs).items()})
         return state.replace(llc=llc, hier=hs), m

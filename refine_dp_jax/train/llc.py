@@ -88,11 +88,20 @@ def llc_batch(ppo: GaussianPPO, learner: GaussianLearner, tr: LLCTransition, cfg
     )  # fmt: skip
 
 
-def llc_learn(ppo: GaussianPPO, learner: GaussianLearner, tr: LLCTransition, cfg: PPOConfig, key):
-    """PPO update on [T, B] transitions, then the input statistics. Returns (learner, metrics)."""
+def llc_learn(
+    ppo: GaussianPPO,
+    learner: GaussianLearner,
+    tr: LLCTransition,
+    cfg: PPOConfig,
+    key,
+    update_stats: bool = True,
+):
+    """PPO update on [T, B] transitions, then (``update_stats``) the input statistics.
+    Returns (learner, metrics)."""
     batch = llc_batch(ppo, learner, tr, cfg)
     learner, metrics = ppo.update(learner, batch, key)
-    learner = ppo.update_stats(learner, batch.actor_in, batch.critic_in, batch.weight)
+    if update_stats:
+        learner = ppo.update_stats(learner, batch.actor_in, batch.critic_in, batch.weight)
     return learner, metrics
 
 

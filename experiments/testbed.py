@@ -13,8 +13,10 @@ creeps from 61 % to 88-89 % at 40-60 iterations; with 0.05 it is 85, 89, 92.5, 9
 iterations 10-40 (same pre-trained DP; ``experiments/dppo_curve.py``, docs/results/dppo_clip/).
 A 3x higher actor learning rate instead collapses training success (0.55 -> 0.25); clip 0.1
 oscillates (81.5, 70, 80 %). 50 iterations: from a weaker pre-trained DP (51.5 %) DP-only
-reached 83, 85.5, 85, 87, 93, 89 % at iterations 10-60. Fresh-clone ``make run`` of this setting:
-52.0 % pre-trained, 93.5 % DP-only, 88.0 % joint, 29.5 % MLP + PPO (README).
+reached 83, 85.5, 85, 87, 93, 89 % at iterations 10-60. Fresh-clone ``make run`` of this setting
+(joint phase with the LLC's input statistics frozen, ``finetune.llc_update_stats``): 52.0 %
+pre-trained, 93.5 % DP-only, 92.5 % joint, 29.5 % MLP + PPO (README; 88.0 % joint with the
+statistics updated, docs/results/joint_stats/).
 ``testbed_tiny``: every stage at toy sizes (tests: smoke, resume, NaN handling).
 """
 

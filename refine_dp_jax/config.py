@@ -32,6 +32,10 @@ class DiffusionConfig:
     ft_steps: int = 5  # K': last chain steps served by the trainable copy
     eta_train: float = 1.0  # DDIM eta while fine-tuning (stochastic chain)
     eta_eval: float = 0.0  # DDIM eta at evaluation
+    # Variance of the last DDPM step (k = 0), whose true posterior variance is 0:
+    # 'dppo' clamps it at 1e-20 (DPPO's code), so the std floors of sampling and likelihood set
+    # it; 'ddpm_clipped' copies the k = 1 variance into k = 0 (the DDPM paper's clipped log).
+    final_step_variance: str = "dppo"
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
 
     def __post_init__(self):
@@ -54,6 +58,10 @@ class DiffusionConfig:
             f"(the number of {self.sampler} chain steps)",
         )
         _check(self.eta_train >= 0 and self.eta_eval >= 0, "DDIM eta must be >= 0")
+        _check(
+            self.final_step_variance in ("dppo", "ddpm_clipped"),
+            f"final_step_variance must be dppo|ddpm_clipped, got {self.final_step_variance!r}",
+        )
 
     @property
     def chain_steps(self) -> int:
@@ -101,6 +109,10 @@ class DPPOConfig:
     reward_scaling: bool = True
     critic_warmup_iters: int = 2  # critic-only iterations before the actor moves
     max_grad_norm: float = 0.0  # 0 = no clipping (DPPO's default)
+    critic_hidden: tuple[int, ...] = (256, 256)  # V(s) MLP widths
+    # Fit V(s) once per decision instead of once per (decision, denoising step) pair: V depends
+    # on the decision only, so the per-pair loss is the same regression repeated K' times.
+    critic_per_decision: bool = True
 
     def __post_init__(self):
         _check(
@@ -122,6 +134,10 @@ class DPPOConfig:
         )
         _check(self.epochs >= 1 and self.minibatches >= 1, "epochs and minibatches must be >= 1")
         _check(self.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+        _check(
+            len(self.critic_hidden) >= 1 and all(h >= 1 for h in self.critic_hidden),
+            f"critic_hidden needs >= 1 layer of width >= 1, got {self.critic_hidden}",
+        )
 
 
 def check_divisible(total: int, minibatches: int, what: str) -> int:

@@ -157,7 +157,7 @@ class Parts:
 def build(cfg: ExperimentConfig) -> Parts:
     env = make_env(cfg.env, **dict(cfg.env_overrides))
     denoiser = make_denoiser(cfg.diffusion.denoiser)
-    critic = Critic(hidden=(256, 256))
+    critic = Critic(hidden=cfg.dppo.critic_hidden)
     fns = make_dppo(denoiser, critic, cfg.diffusion, cfg.dppo, env.command_size)
     return Parts(cfg, env, make_llc_ppo(env, cfg.llc), denoiser, critic, fns)
 

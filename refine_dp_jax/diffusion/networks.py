@@ -63,18 +63,20 @@ class ResidualMLPDenoiser(nn.Module):
     depth: int = 3  # residual blocks
     time_dim: int = 16
     layer_norm: bool = False
+    activation: str = "mish"
 
     @nn.compact
     def __call__(self, x, k, cond):
+        act = _ACTIVATIONS[self.activation]
         b, ta, da = x.shape
         h = jnp.concatenate([x.reshape(b, -1), TimeMLP(self.time_dim)(k), cond.reshape(b, -1)], -1)
         h = nn.Dense(self.hidden)(h)
         for _ in range(self.depth):
             r = nn.LayerNorm()(h) if self.layer_norm else h
-            r = nn.Dense(self.hidden)(mish(r))
-            r = nn.Dense(self.hidden)(mish(r))
+            r = nn.Dense(self.hidden)(act(r))
+            r = nn.Dense(self.hidden)(act(r))
             h = h + r
-        out = nn.Dense(ta * da, kernel_init=nn.initializers.zeros)(mish(h))
+        out = nn.Dense(ta * da, kernel_init=nn.initializers.zeros)(act(h))
         return out.reshape(b, ta, da)
 
 
@@ -162,12 +164,17 @@ class DenoiserConfig:
     depth: int = 3  # residual blocks / transformer blocks
     heads: int = 4  # dit only
     time_dim: int = 16  # width of the step embedding
+    activation: str = "mish"  # mlp only: mish (DPPO's default), relu (DPPO's hopper), silu, tanh
 
     def __post_init__(self):
         if self.kind not in ("mlp", "dit"):
             raise ConfigError(f"denoiser kind must be 'mlp' or 'dit', got {self.kind!r}")
         if self.hidden < 1 or self.depth < 1 or self.time_dim < 2:
             raise ConfigError("denoiser hidden, depth must be >= 1 and time_dim >= 2")
+        if self.activation not in _ACTIVATIONS:
+            raise ConfigError(
+                f"denoiser activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.kind == "dit" and self.hidden % self.heads:
             raise ConfigError(f"dit hidden={self.hidden} must be divisible by heads={self.heads}")
 
@@ -175,7 +182,9 @@ class DenoiserConfig:
 def make_denoiser(cfg: DenoiserConfig) -> nn.Module:
     """The flax module for ``cfg``."""
     if cfg.kind == "mlp":
-        return ResidualMLPDenoiser(hidden=cfg.hidden, depth=cfg.depth, time_dim=cfg.time_dim)
+        return ResidualMLPDenoiser(
+            hidden=cfg.hidden, depth=cfg.depth, time_dim=cfg.time_dim, activation=cfg.activation
+        )
     return DiTDenoiser(dim=cfg.hidden, depth=cfg.depth, heads=cfg.heads, time_dim=cfg.time_dim)
 
 

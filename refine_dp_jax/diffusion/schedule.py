@@ -22,7 +22,7 @@ class Schedule(NamedTuple):
     alphas_cumprod: jax.Array
     alphas_cumprod_prev: jax.Array  # alphas_cumprod[k-1], 1.0 at k = 0
     posterior_variance: jax.Array  # beta_tilde_k of q(x_{k-1} | x_k, x_0)
-    posterior_log_variance_clipped: jax.Array  # log beta_tilde with k=0 replaced by k=1
+    posterior_log_variance_clipped: jax.Array  # log beta_tilde, k = 0 per ``final_variance``
     posterior_mean_coef1: jax.Array  # multiplies x_0
     posterior_mean_coef2: jax.Array  # multiplies x_k
 
@@ -42,17 +42,34 @@ def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> n
     return np.clip(betas, 0.0, max_beta)
 
 
-def make_schedule(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
-    """Builds the cosine schedule and its posterior coefficients (computed in float64)."""
+FINAL_VARIANCES = ("dppo", "ddpm_clipped")
+
+
+def make_schedule(
+    num_steps: int, s: float = 0.008, max_beta: float = 0.999, final_variance: str = "dppo"
+) -> Schedule:
+    """Builds the cosine schedule and its posterior coefficients (computed in float64).
+
+    The true posterior variance of the last step, beta_tilde_0, is 0, so its log needs a rule:
+    ``final_variance='dppo'`` clamps the variance at 1e-20 (DPPO's code), so the last step's std
+    is 1e-10 and the std floors of sampling and likelihood decide it (with DPPO's floor 0.1,
+    the executed step's std is exactly the floor); ``'ddpm_clipped'`` copies the k = 1
+    variance into k = 0 (the "clipped" log-variance of the DDPM paper's code), which with K = 10
+    makes that std 0.144, above the floor.
+    """
+    if final_variance not in FINAL_VARIANCES:
+        raise ValueError(f"final_variance must be one of {FINAL_VARIANCES}, got {final_variance!r}")
     betas = cosine_betas(num_steps, s, max_beta)
     alphas = 1.0 - betas
     abar = np.cumprod(alphas)
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
-    # beta_tilde_0 = 0: clip the log by using the k = 1 value (as in DDPM / DPPO).
-    post_logvar = np.log(
-        np.concatenate([post_var[1:2] if num_steps > 1 else betas[:1], post_var[1:]])
-    )
+    if final_variance == "dppo":
+        post_logvar = np.log(np.maximum(post_var, 1e-20))
+    else:
+        post_logvar = np.log(
+            np.concatenate([post_var[1:2] if num_steps > 1 else betas[:1], post_var[1:]])
+        )
     coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)
     coef2 = (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)
     f32 = lambda a: jnp.asarray(a, jnp.float32)

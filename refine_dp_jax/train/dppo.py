@@ -98,7 +98,7 @@ def make_dppo(
         check_divisible(num_samples, pcfg.minibatches, "DPPO update")
     apply = apply_fn(denoiser)
     capply = apply_fn(critic)
-    sched = make_schedule(dcfg.num_steps)
+    sched = make_schedule(dcfg.num_steps, final_variance=dcfg.final_step_variance)
     n_chain, n_ft = dcfg.chain_steps, dcfg.ft_steps
     plan_train = smp.make_plan(sched, dcfg.sampler, dcfg.ddim_steps, dcfg.eta_train)
     plan_eval = smp.make_plan(sched, dcfg.sampler, dcfg.ddim_steps, dcfg.eta_eval)

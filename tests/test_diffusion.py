@@ -142,8 +142,51 @@ def test_ddim_stride_one_eta_one_has_ddpm_means():
         np.testing.assert_allclose(
             np.asarray(getattr(p1, name), float), np.asarray(getattr(p2, name), float), atol=1e-4
         )
-    # Same stds except the last step, where DDPM uses the clipped log-variance of k = 1.
+    # Same stds, the last step included: both have variance 0 there (DDPM's clamped at 1e-20).
     np.testing.assert_allclose(np.asarray(p1.sigma[:-1]), np.asarray(p2.sigma[:-1]), rtol=1e-3)
+    assert float(p1.sigma[-1]) < 1e-9 and float(p2.sigma[-1]) == 0.0
+
+
+def np_posterior_std(k_total, rule):
+    """Per-step std of DDPM, k = 0..K-1, in a plain loop. 'dppo': DPPO's code, the posterior
+    variance clamped at 1e-20; 'ddpm_clipped': beta_tilde_0 replaced by beta_tilde_1."""
+    abar = np_cosine_abar(k_total)
+    var = []
+    for k in range(k_total):
+        ap = abar[k - 1] if k > 0 else 1.0
+        beta = 1 - abar[k] / ap
+        var.append(beta * (1 - ap) / (1 - abar[k]))
+    if rule == "dppo":
+        var = [max(v, 1e-20) for v in var]
+    else:
+        var[0] = var[1]
+    return np.sqrt(np.array(var))
+
+
+@pytest.mark.parametrize("k_total", [5, 10, 20])
+def test_final_step_std_follows_dppo(k_total):
+    """The executed (k = 0) step: DPPO's rule leaves its std to the floor (0.1); the DDPM
+    'clipped' variant gives 0.283 at K = 5 and 0.144 at K = 10, above the floor."""
+    floor = 0.1
+    for rule in ("dppo", "ddpm_clipped"):
+        plan = smp.ddpm_plan(make_schedule(k_total, final_variance=rule))
+        ref = np_posterior_std(k_total, rule)[::-1]  # sampling order: noisiest first
+        np.testing.assert_allclose(np.asarray(plan.sigma), ref, rtol=1e-4, atol=1e-12)
+        opts = smp.SampleOptions(std_floor=floor)
+        zero = lambda p, x, k, c: jnp.zeros_like(x)
+        chain = smp.sample_chain(
+            zero, None, None, plan, jnp.zeros((2, 1, 1)), jax.random.key(0), (1, 1), 0, opts
+        )
+        last = float(chain.stds[-1])
+        if rule == "dppo":
+            assert last == pytest.approx(floor, rel=1e-6)
+        else:
+            assert last == pytest.approx(max(ref[-1], floor), rel=1e-4)
+    default = smp.ddpm_plan(make_schedule(k_total))  # the default rule is DPPO's
+    assert float(default.sigma[-1]) < 1e-9
+    clipped_last = {5: 0.283, 10: 0.144, 20: 0.0}[k_total]
+    if clipped_last:
+        assert np_posterior_std(k_total, "ddpm_clipped")[0] == pytest.approx(clipped_last, abs=1e-3)
 
 
 def test_ddim_eta0_is_deterministic_and_exact_for_point_mass():

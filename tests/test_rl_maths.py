@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refine_dp_jax.rl.dppo import clip_schedule, dppo_loss
+from refine_dp_jax.rl.dppo import clip_schedule, dppo_loss, normalized_advantages
 from refine_dp_jax.rl.gae import gae
 from refine_dp_jax.rl.normalize import (
     reward_scale,
@@ -76,8 +76,8 @@ def test_gae_matches_loop_with_termination_and_truncation():
     assert float(a_trunc[0, 0]) == pytest.approx(1.9)
 
 
-def np_norm_adv(a):
-    return (a - a.mean()) / (a.std() + 1e-8)
+def np_norm_adv(a, ddof=0):
+    return (a - a.mean()) / (a.std(ddof=ddof) + 1e-8)
 
 
 def test_ppo_loss_matches_numpy():
@@ -143,7 +143,7 @@ def test_dppo_loss_matches_numpy():
         0.9,
         0.5,
     )
-    a = np_norm_adv(adv) * 0.9 ** (kp - 1 - step)
+    a = np_norm_adv(adv, ddof=1) * 0.9 ** (kp - 1 - step)  # torch's unbiased std, as DPPO
     eps = 0.002 + 0.008 * (np.exp(3 * step / (kp - 1)) - 1) / (np.exp(3) - 1)
     ratio = np.exp(new - old)
     pg = np.mean(np.maximum(-a * ratio, -a * np.clip(ratio, 1 - eps, 1 + eps)))
@@ -151,6 +151,32 @@ def test_dppo_loss_matches_numpy():
     np.testing.assert_allclose(float(out.pg_loss), pg, rtol=1e-4)
     np.testing.assert_allclose(float(out.loss), pg + 0.5 * vl, rtol=1e-4)
     assert 0 < float(out.clip_frac) < 1
+
+
+def test_dppo_advantage_normalization_unbiased_and_constant_batches():
+    """Unbiased std (DPPO's torch ``std``), and a batch constant to float32 rounding gives
+    zero advantages and a zero policy loss, not +-1 from normalized rounding noise."""
+    adv = RNG.normal(size=(10,)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(normalized_advantages(jnp.asarray(adv))), np_norm_adv(adv, ddof=1), rtol=1e-5
+    )
+    m, kp = 96, 5
+    step = jnp.asarray(RNG.integers(0, kp, size=(m,)))
+    new = jnp.asarray(RNG.normal(size=(m,)) * 0.02, jnp.float32)
+    old = new + jnp.asarray(RNG.normal(size=(m,)) * 0.02, jnp.float32)
+    for value in (0.0, 5.0, -0.37, 1234.5):
+        const = jnp.full((m,), value, jnp.float32)
+        assert np.all(np.asarray(normalized_advantages(const)) == 0.0)
+        out = dppo_loss(new, old, const, step, jnp.zeros(m), jnp.zeros(m), kp, 0.01, 0.002)
+        assert float(out.pg_loss) == 0.0
+        da = 2
+        mu = jnp.zeros((m, da))
+        ppo = ppo_loss(mu, jnp.zeros(da), jnp.zeros(m), mu + 0.1, old, const, jnp.zeros(m))
+        assert float(ppo.pg_loss) == 0.0  # Gaussian PPO's normalization has the same guard
+    # A small but real spread is still normalized.
+    spread = jnp.asarray(5.0 + 1e-3 * RNG.normal(size=(m,)), jnp.float32)
+    z = np.asarray(normalized_advantages(spread))
+    assert abs(z.std(ddof=1) - 1.0) < 1e-2
 
 
 def test_running_stats_equal_full_batch_moments():

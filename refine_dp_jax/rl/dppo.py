@@ -3,7 +3,8 @@
 Shape legend: M minibatch of (decision, denoising step) pairs, K' fine-tuned denoising steps.
 Denoising step index i in [0, K'): i = K'-1 is the step that produced the executed action.
 
-    A_norm = (A - mean(A)) / (std(A) + 1e-8)               (per minibatch)
+    A_norm = (A - mean(A)) / (std(A) + 1e-8)               (per minibatch; unbiased std, and
+                                                            0 when A is constant to rounding)
     A_i    = A_norm * gamma_denoise^(K'-1-i)
     eps_i  = eps_base + (eps - eps_base) (exp(3 i/(K'-1)) - 1) / (exp(3) - 1)
     pg     = mean(max(-A_i r, -A_i clip(r, 1-eps_i, 1+eps_i))),  r = exp(logp_new - logp_old)
@@ -41,6 +42,22 @@ def clip_schedule(
     return eps_base + (eps - eps_base) * (jnp.exp(rate * t) - 1.0) / (jnp.exp(rate) - 1.0)
 
 
+def normalized_advantages(advantages: jax.Array, rel_tol: float = 1e-5) -> jax.Array:
+    """(A - mean) / (std + 1e-8) over [M], with the unbiased std (ddof = 1, as torch's
+    ``Tensor.std`` in DPPO's code).
+
+    A batch whose spread is below ``rel_tol`` times its largest magnitude is constant up to
+    float32 rounding: its mean is off by an ulp, the std equals that error, and dividing would
+    turn rounding noise into advantages of about +-1. Such a batch carries no ranking of its
+    samples, so its normalized advantages are 0 (and so is the policy loss).
+    """
+    m = advantages.shape[0]
+    centered = advantages - jnp.mean(advantages)
+    std = jnp.sqrt(jnp.sum(jnp.square(centered)) / max(m - 1, 1))
+    tol = rel_tol * jnp.max(jnp.abs(advantages))
+    return jnp.where(std > tol, centered / (std + 1e-8), 0.0)
+
+
 def dppo_loss(
     new_log_prob: jax.Array,
     old_log_prob: jax.Array,
@@ -57,7 +74,7 @@ def dppo_loss(
 ) -> DPPOLossOut:
     """DPPO clipped loss. All inputs [M]; ``step`` int denoising step indices in [0, K')."""
     if normalize_advantages:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = normalized_advantages(advantages)
     advantages = advantages * gamma_denoise ** (num_ft - 1 - step).astype(jnp.float32)
     eps_i = clip_schedule(step, num_ft, clip_eps, clip_eps_base)
     log_ratio = new_log_prob - old_log_prob

@@ -58,9 +58,11 @@ def ppo_loss(
     wmean = lambda x: jnp.sum(w * x)
     if normalize_advantages:
         a_mean = wmean(advantages)
-        advantages = (advantages - a_mean) / (
-            jnp.sqrt(wmean(jnp.square(advantages - a_mean))) + 1e-8
-        )
+        a_std = jnp.sqrt(wmean(jnp.square(advantages - a_mean)))
+        # A batch constant up to float32 rounding has no ranking: zero advantages (see
+        # rl.dppo.normalized_advantages), not normalized rounding noise of about +-1.
+        tol = 1e-5 * jnp.max(jnp.abs(advantages) * (w > 0))
+        advantages = jnp.where(a_std > tol, (advantages - a_mean) / (a_std + 1e-8), 0.0)
     log_std = jnp.broadcast_to(log_std, mean.shape)
     logp = diag_gaussian_log_prob(actions, mean, log_std)
     log_ratio = logp - old_log_prob

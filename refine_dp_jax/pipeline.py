@@ -129,6 +129,11 @@ class ExperimentConfig:
             self.dppo.minibatches,
             "DPPO (finetune.num_envs * finetune.decisions * diffusion.ft_steps)",
         )
+        if self.dppo.critic_per_decision:
+            check_divisible(
+                f.num_envs * f.decisions, self.dppo.minibatches,
+                "DPPO critic per decision (finetune.num_envs * finetune.decisions)",
+            )  # fmt: skip
         check_divisible(
             f.num_envs * f.decisions * d.exec_steps * self.hold,
             self.llc.ppo.minibatches,

@@ -132,7 +132,7 @@ def run_bandit_probe(cfg: BanditProbeConfig = BanditProbeConfig()) -> dict[str, 
         chain = fns.sample(learner.actor, learner.frozen, learner.hyper, s, ks, False)
         xs = jnp.moveaxis(chain.xs[-(dcfg.ft_steps + 1) :], 0, 1)  # [B, K'+1, Ta, Da]
         r = reward(s[:, 0], xs[:, -1, 0])
-        old_lp = fns.log_probs(learner.actor, learner.hyper, s, xs)
+        old_lp = fns.sampled_log_probs(learner.hyper, chain)
         v = fns.value(learner.critic, s)
         # One-step episodes: GAE reduces to A = r - V(s), returns = r.
         batch = DPPOBatch(cond=s, xs=xs, old_log_prob=old_lp, advantages=r - v, returns=r)

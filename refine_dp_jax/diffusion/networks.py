@@ -173,7 +173,8 @@ class DenoiserConfig:
             raise ConfigError("denoiser hidden, depth must be >= 1 and time_dim >= 2")
         if self.activation not in _ACTIVATIONS:
             raise ConfigError(
-                f"denoiser activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}"
+                f"denoiser activation must be one of {sorted(_ACTIVATIONS)}, "
+                f"got {self.activation!r}"
             )
         if self.kind == "dit" and self.hidden % self.heads:
             raise ConfigError(f"dit hidden={self.hidden} must be divisible by heads={self.heads}")

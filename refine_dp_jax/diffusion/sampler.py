@@ -192,6 +192,33 @@ def gaussian_log_prob(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Arra
     return -0.5 * jnp.square((x - mean) / std) - jnp.log(std) - 0.5 * jnp.log(2.0 * jnp.pi)
 
 
+def _exec_mean_log_prob(x_next, mean, std, num_exec, clamp):
+    """DPPO's reduction: elementwise log N(x_next; mean, std^2), clamped, averaged over the
+    first ``num_exec`` actions and all action dims. x_next, mean: [..., Ta, Da] -> [...]."""
+    logp = gaussian_log_prob(x_next, mean, std)
+    if clamp is not None:
+        logp = jnp.clip(logp, clamp[0], clamp[1])
+    return jnp.mean(logp[..., :num_exec, :], axis=(-2, -1))
+
+
+def sampled_step_log_probs(
+    plan: ChainPlan,
+    chain: Chain,
+    first: int,
+    num_exec: int,
+    std_floor: jax.Array | float = 0.1,
+    clamp: tuple[float, float] | None = (-5.0, 2.0),
+) -> jax.Array:
+    """``step_log_prob`` of chain steps ``first .. N-1`` of a chain just sampled, from the
+    Gaussian means the sampler computed: the same values, without another network pass.
+
+    Returns [B, N - first] (batch first, as ``DPPOBatch.old_log_prob``)."""
+    sigma = plan.sigma[first:]
+    std = jnp.maximum(sigma, std_floor)[:, None, None, None]  # [N-first, 1, 1, 1]
+    lp = _exec_mean_log_prob(chain.xs[first + 1 :], chain.means[first:], std, num_exec, clamp)
+    return jnp.moveaxis(lp, 0, 1)
+
+
 def step_log_prob(
     apply: DenoiseFn,
     params: Any,
@@ -214,10 +241,7 @@ def step_log_prob(
     plan_i = _plan_at(plan, step)
     mean = step_mean(apply, params, plan_i, x_t, cond, x0_clip)
     std = jnp.maximum(plan_i.sigma, std_floor)[:, None, None]
-    logp = gaussian_log_prob(x_next, mean, std)
-    if clamp is not None:
-        logp = jnp.clip(logp, clamp[0], clamp[1])
-    return jnp.mean(logp[:, :num_exec], axis=(1, 2))
+    return _exec_mean_log_prob(x_next, mean, std, num_exec, clamp)
 
 
 def chain_log_prob(

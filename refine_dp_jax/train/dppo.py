@@ -79,7 +79,12 @@ class DPPOFns(NamedTuple):
 
     sample: Callable  # (actor, frozen, hyper, cond [B,To,Ds], key, deterministic) -> Chain
     log_probs: Callable  # (actor, hyper, cond [N,To,Ds], xs [N,K'+1,Ta,Da]) -> [N, K']
+    # (hyper, chain) -> [B, K']: log_probs of a chain just sampled, from its stored means
+    sampled_log_probs: Callable
     value: Callable  # (critic, cond [N,To,Ds]) -> [N]
+    # (params=(actor, critic), learner, batch, pair_idx [M], dec_idx [M'] or None)
+    #   -> (loss, DPPOLossOut); dec_idx given: the critic is fitted on those decisions
+    loss: Callable
     update: Callable  # (learner, batch, key) -> (learner, metrics)
     init: Callable  # (pretrained_params, critic_params, num_envs) -> DPPOLearner
 
@@ -96,6 +101,8 @@ def make_dppo(
     against ``pcfg.minibatches`` here, before anything compiles."""
     if num_samples is not None:
         check_divisible(num_samples, pcfg.minibatches, "DPPO update")
+        if pcfg.critic_per_decision:
+            check_divisible(num_samples // dcfg.ft_steps, pcfg.minibatches, "DPPO critic")
     apply = apply_fn(denoiser)
     capply = apply_fn(critic)
     sched = make_schedule(dcfg.num_steps, final_variance=dcfg.final_step_variance)
@@ -132,31 +139,53 @@ def make_dppo(
         )  # fmt: skip
         return lp.reshape(n, n_ft)
 
+    def sampled_log_probs(hyper, chain):
+        return smp.sampled_step_log_probs(
+            plan_train, chain, n_chain - n_ft, dcfg.exec_steps, hyper.logprob_std_floor
+        )
+
     def value(critic_params, cond):
         return capply(critic_params, cond)
+
+    def loss(params, learner: DPPOLearner, batch: DPPOBatch, pair_idx, dec_idx=None):
+        """DPPO loss on the (decision, denoising step) pairs ``pair_idx`` (d * K' + i). The
+        critic's regression is on the decisions of those pairs, or, with ``dec_idx``, on the
+        decisions ``dec_idx``: V depends only on the decision, so over a uniform draw both
+        have the same expected gradient, and the second does not repeat V(s) K' times."""
+        actor, critic_p = params
+        d, i = pair_idx // n_ft, pair_idx % n_ft
+        cond = batch.cond[d]
+        new_lp = step_lp(actor, learner.hyper, cond, batch.xs[d, i], batch.xs[d, i + 1], i)
+        per_pair = dec_idx is None
+        out = dppo_loss(
+            new_lp, batch.old_log_prob[d, i], batch.advantages[d], i,
+            value(critic_p, cond) if per_pair else jnp.zeros_like(new_lp),
+            batch.returns[d] if per_pair else jnp.zeros_like(new_lp), n_ft,
+            learner.hyper.clip_eps, learner.hyper.clip_eps_base,
+            learner.hyper.gamma_denoise, learner.hyper.vf_coef,
+        )  # fmt: skip
+        if not per_pair:
+            v_loss = jnp.mean(
+                jnp.square(value(critic_p, batch.cond[dec_idx]) - batch.returns[dec_idx])
+            )
+            out = out._replace(loss=out.pg_loss + learner.hyper.vf_coef * v_loss, v_loss=v_loss)
+        return out.loss, out
 
     def update(learner: DPPOLearner, batch: DPPOBatch, key):
         n = batch.cond.shape[0]
         total = n * n_ft
         mb = check_divisible(total, pcfg.minibatches, "DPPO update")
+        per_dec = pcfg.critic_per_decision
+        if per_dec:
+            mb_dec = check_divisible(n, pcfg.minibatches, "DPPO critic (decisions per update)")
         actor_on = (learner.iteration >= pcfg.critic_warmup_iters).astype(jnp.float32)
-
-        def loss_fn(params, idx):
-            actor, critic_p = params
-            d, i = idx // n_ft, idx % n_ft
-            cond = batch.cond[d]
-            new_lp = step_lp(actor, learner.hyper, cond, batch.xs[d, i], batch.xs[d, i + 1], i)
-            out = dppo_loss(
-                new_lp, batch.old_log_prob[d, i], batch.advantages[d], i,
-                value(critic_p, cond), batch.returns[d], n_ft,
-                learner.hyper.clip_eps, learner.hyper.clip_eps_base,
-                learner.hyper.gamma_denoise, learner.hyper.vf_coef,
-            )  # fmt: skip
-            return out.loss, out
 
         def minibatch(carry, idx):
             actor, critic_p, a_opt, c_opt = carry
-            grads, out = jax.grad(loss_fn, has_aux=True)((actor, critic_p), idx)
+            pair_idx, dec_idx = idx
+            grads, out = jax.grad(loss, has_aux=True)(
+                (actor, critic_p), learner, batch, pair_idx, dec_idx
+            )
             g_actor, g_critic = grads
             actor, a_opt, a_norm = adam_apply(
                 actor, g_actor, a_opt, learner.hyper.actor_lr * actor_on, 0.0, pcfg.max_grad_norm
@@ -172,8 +201,14 @@ def make_dppo(
             return (actor, critic_p, a_opt, c_opt), m
 
         def epoch(carry, k):
-            perm = jax.random.permutation(k, total).reshape(pcfg.minibatches, mb)
-            return jax.lax.scan(minibatch, carry, perm)
+            k_pair, k_dec = jax.random.split(k)
+            perm = jax.random.permutation(k_pair, total).reshape(pcfg.minibatches, mb)
+            dec = (
+                jax.random.permutation(k_dec, n).reshape(pcfg.minibatches, mb_dec)
+                if per_dec
+                else None
+            )
+            return jax.lax.scan(minibatch, carry, (perm, dec))
 
         carry = (learner.actor, learner.critic, learner.actor_opt, learner.critic_opt)
         carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(key, pcfg.epochs))
@@ -196,4 +231,7 @@ def make_dppo(
             iteration=jnp.zeros((), jnp.int32),
         )
 
-    return DPPOFns(sample=sample, log_probs=log_probs, value=value, update=update, init=init)
+    return DPPOFns(
+        sample=sample, log_probs=log_probs, sampled_log_probs=sampled_log_probs, value=value,
+        loss=loss, update=update, init=init,
+    )  # fmt: skip

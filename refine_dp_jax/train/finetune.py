@@ -75,12 +75,15 @@ def episode_metrics(decs: Decision) -> dict:
 
 
 def dp_plan_fn(fns: DPPOFns, ft: int):
-    """Planner function of the diffusion policy: chunk = x_0, aux = last K'+1 chain elements."""
+    """Planner function of the diffusion policy: chunk = x_0; aux = (the last K'+1 chain
+    elements [B, K'+1, Ta, Da], their K' step log-likelihoods [B, K'] under the sampling
+    parameters, read off the sampler's means: no second pass of the denoiser)."""
 
     def plan(params: tuple[DPPOLearner, ObsNormalizer], cond, key, deterministic):
         learner = params[0]
         chain = fns.sample(learner.actor, learner.frozen, learner.hyper, cond, key, deterministic)
-        return chain.xs[-1], jnp.moveaxis(chain.xs[-(ft + 1) :], 0, 1)
+        xs = jnp.moveaxis(chain.xs[-(ft + 1) :], 0, 1)
+        return chain.xs[-1], (xs, fns.sampled_log_probs(learner.hyper, chain))
 
     return plan
 
@@ -118,9 +121,9 @@ def make_dppo_train(
             reward, values, next_values, decs.terminated, decs.done,
             learner.hyper.gamma, learner.hyper.gae_lambda,
         )  # fmt: skip
-        cond, xs = flat(decs.cond), flat(decs.aux)
+        xs, old_lp = decs.aux
         batch = DPPOBatch(
-            cond=cond, xs=xs, old_log_prob=fns.log_probs(learner.actor, learner.hyper, cond, xs),
+            cond=flat(decs.cond), xs=flat(xs), old_log_prob=flat(old_lp),
             advantages=flat(adv), returns=flat(ret),
         )  # fmt: skip
         learner, metrics = fns.update(learner.replace(reward_scaler=scaler), batch, k_up)

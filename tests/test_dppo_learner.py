@@ -1,0 +1,93 @@
+"""The DPPO learner's estimators: stored log-likelihoods read off the sampler, and the critic
+fitted once per decision, each against the slower reference computation it replaces."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from refine_dp_jax.config import DiffusionConfig, DPPOConfig
+from refine_dp_jax.diffusion.networks import Critic, DenoiserConfig, make_denoiser
+from refine_dp_jax.train.dppo import DPPOBatch, make_dppo
+
+N, TO, DS, TA, DA = 24, 2, 3, 4, 2  # decisions, history, obs dim, chunk, action dim
+
+
+@pytest.fixture(scope="module")
+def setup():
+    dcfg = DiffusionConfig(
+        obs_history=TO, horizon=TA, exec_steps=2, num_steps=10, ft_steps=5,
+        denoiser=DenoiserConfig(hidden=32, depth=1, time_dim=8),
+    )  # fmt: skip
+    den, critic = make_denoiser(dcfg.denoiser), Critic(hidden=(16, 16))
+    k1, k2, k3, k4, k5 = jax.random.split(jax.random.key(0), 5)
+    cond = jax.random.normal(k1, (N, TO, DS))
+    params = den.init(k2, jnp.zeros((1, TA, DA)), jnp.zeros((1,), jnp.int32), cond[:1])["params"]
+    # Non-zero last layer, so the denoiser is not the zero function of its initialization.
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(k3, p.shape), params)
+    c_params = critic.init(k4, cond[:1])["params"]
+    pcfg = lambda per_dec: DPPOConfig(minibatches=4, critic_per_decision=per_dec)
+    fns = {per_dec: make_dppo(den, critic, dcfg, pcfg(per_dec), DA) for per_dec in (True, False)}
+    learner = fns[True].init(params, c_params, N)
+    chain = fns[True].sample(learner.actor, learner.frozen, learner.hyper, cond, k5, False)
+    xs = jnp.moveaxis(chain.xs[-(dcfg.ft_steps + 1) :], 0, 1)
+    batch = DPPOBatch(
+        cond=cond, xs=xs, old_log_prob=fns[True].sampled_log_probs(learner.hyper, chain),
+        advantages=jax.random.normal(k1, (N,)), returns=jax.random.normal(k2, (N,)),
+    )  # fmt: skip
+    return dcfg, fns, learner, batch
+
+
+def test_sampled_log_probs_equal_a_second_network_pass(setup):
+    """Old log-likelihoods from the sampler's means = recomputing the K' steps' means."""
+    _, fns, learner, batch = setup
+    ref = fns[True].log_probs(learner.actor, learner.hyper, batch.cond, batch.xs)
+    assert ref.shape == batch.old_log_prob.shape == (N, 5)
+    np.testing.assert_allclose(np.asarray(batch.old_log_prob), np.asarray(ref), atol=2e-5)
+    # Not a vacuous match: the clamp does not pin every value to its bounds.
+    assert np.unique(np.round(np.asarray(ref), 4)).size > N
+
+
+def _grads(fns, learner, batch, pair_idx, dec_idx):
+    g, out = jax.grad(fns.loss, has_aux=True)(
+        (learner.actor, learner.critic), learner, batch, pair_idx, dec_idx
+    )
+    return g, out
+
+
+def test_critic_per_decision_has_the_per_pair_gradient_in_expectation(setup):
+    """Over all pairs, the per-pair critic loss weights every decision K' times: its gradient
+    equals the per-decision loss's over all decisions. Per-decision minibatches partition the
+    decisions, so the mean of their gradients (what a uniform random minibatch gives in
+    expectation) is that same gradient. The actor's gradient does not depend on the mode."""
+    dcfg, fns, learner, batch = setup
+    pairs = jnp.arange(N * dcfg.ft_steps)
+    g_pair, out_pair = _grads(fns[False], learner, batch, pairs, None)
+    g_dec, out_dec = _grads(fns[True], learner, batch, pairs, jnp.arange(N))
+    close = lambda a, b: jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=1e-7),
+        a, b,
+    )  # fmt: skip
+    close(g_dec[1], g_pair[1])
+    close(g_dec[0], g_pair[0])
+    assert float(out_dec.v_loss) == pytest.approx(float(out_pair.v_loss), rel=1e-5)
+    assert float(out_dec.loss) == pytest.approx(float(out_pair.loss), rel=1e-5)
+    perm = jax.random.permutation(jax.random.key(3), N).reshape(4, N // 4)
+    g_mb = [_grads(fns[True], learner, batch, pairs, p)[0][1] for p in perm]
+    close(jax.tree.map(lambda *g: sum(g) / len(g), *g_mb), g_pair[1])
+    # A single minibatch is a different (noisy) estimate, so the check above can fail.
+    assert not np.allclose(
+        np.asarray(jax.tree.leaves(g_mb[0])[0]), np.asarray(jax.tree.leaves(g_pair[1])[0])
+    )
+
+
+def test_update_fits_the_critic_in_both_modes(setup):
+    """Both modes reduce the value loss on a fixed batch; the per-decision one by as much."""
+    _, fns, learner, batch = setup
+    v0 = float(jnp.mean(jnp.square(fns[True].value(learner.critic, batch.cond) - batch.returns)))
+    for per_dec in (True, False):
+        lrn = learner
+        for k in jax.random.split(jax.random.key(1), 10):
+            lrn, _ = jax.jit(fns[per_dec].update)(lrn, batch, k)
+        v = float(jnp.mean(jnp.square(fns[per_dec].value(lrn.critic, batch.cond) - batch.returns)))
+        assert v < 0.7 * v0, (per_dec, v, v0)

@@ -3,9 +3,12 @@
 Starts from a run directory whose stages 1-3 are done (LLC, demonstrations, pre-trained DP),
 runs the fine-tuning step for ``--iterations`` and every ``--every`` iterations evaluates the
 current DP with deterministic sampling on ``--episodes`` episodes (at the experiment's task
-curriculum). Nothing is written to the run directory; one JSON line per iteration goes to
-stdout and to ``--log``. ``--plot A.jsonl B.jsonl ...`` draws the evaluated success of several
-logs into one PNG. Example (the clip-range comparison in experiments/testbed.py)::
+curriculum; the same initial states every time). The closing line gives the time to the first
+evaluation at or above ``--target`` (training steps only: compile and evaluations excluded,
+compile reported apart). Nothing is written to the run directory; one JSON line per
+iteration goes to stdout and to ``--log``. ``--plot A.jsonl B.jsonl ...`` draws the
+evaluated success of several logs into one PNG. Example (the clip-range comparison in
+experiments/testbed.py)::
 
     refine-dp pipeline --experiment testbed --out runs/testbed     # or only stages 1-3
     python -m experiments.dppo_curve --out runs/testbed --log c05.jsonl \\
@@ -31,7 +34,9 @@ def run_curve(args) -> None:
     cfg = _experiment(args.experiment, tuple(args.set))
     parts = pipeline.build(cfg)
     state = pipeline.finetune_state(parts, cfg, str(args.out), args.joint)
-    step = jax.jit(pipeline.finetune_step(parts, cfg, args.joint))
+    t = time.perf_counter()
+    step = jax.jit(pipeline.finetune_step(parts, cfg, args.joint)).lower(state).compile()
+    compile_s = time.perf_counter() - t
     plan = dp_plan_fn(parts.dppo, cfg.diffusion.ft_steps)
     evaluate = pipeline.make_evaluator(parts, plan, args.episodes)
     key = jax.random.PRNGKey(args.eval_seed)
@@ -50,13 +55,16 @@ def run_curve(args) -> None:
             log.write(text + "\n")
             log.flush()
 
-    emit({**header, "it": 0, "eval": success()})
-    t0 = time.time()
+    emit({**header, "it": 0, "eval": success(), "compile_s": round(compile_s, 1)})
+    train_s, reached = 0.0, None  # training time only: evaluations are not counted
     for it in range(1, args.iterations + 1):
+        t = time.perf_counter()
         state, m = step(state)
+        jax.block_until_ready(state)
+        train_s += time.perf_counter() - t
         line = {
             "it": it,
-            "t": round(time.time() - t0, 1),
+            "t": round(train_s, 1),
             "train_success": round(float(m["dp/success_rate"]), 3),
             "approx_kl": float(m["dp/approx_kl"]),
             "clip_frac": float(m["dp/clip_frac"]),
@@ -65,7 +73,14 @@ def run_curve(args) -> None:
             line.update({k: float(v) for k, v in m.items() if k.startswith("llc/") and v.ndim == 0})
         if it % args.every == 0 or it == args.iterations:
             line["eval"] = success()
+            if reached is None and line["eval"] >= args.target:
+                reached = {"iterations_to_target": it, "time_to_target_s": round(train_s, 1)}
         emit(line)
+    emit({
+        "target": args.target, **(reached or {"iterations_to_target": None}),
+        "compile_s": round(compile_s, 1), "train_s": round(train_s, 1),
+        "s_per_iteration": round(train_s / args.iterations, 3),
+    })  # fmt: skip
     if log:
         log.close()
 
@@ -79,6 +94,7 @@ def plot(logs: list[Path], png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for path in logs:
         lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        lines = [x for x in lines if "it" in x]  # without the closing summary line
         its = [x["it"] for x in lines if "eval" in x]
         evals = [x["eval"] for x in lines if "eval" in x]
         label = " ".join(x.removeprefix("dppo.") for x in lines[0].get("set", [])) or path.stem
@@ -102,6 +118,11 @@ def main() -> None:
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--eval-seed", type=int, default=123)
+    p.add_argument(
+        "--target", type=float, default=0.9,
+        help="the summary line reports the training time (evaluations and compile excluded) "
+        "to the first evaluation at or above this success",
+    )  # fmt: skip
     p.add_argument("--log", type=Path)
     p.add_argument("--plot", type=Path, nargs="+", help="draw these logs instead of running")
     p.add_argument("--png", type=Path, default=Path("dppo_curve.png"))

@@ -11,6 +11,8 @@
   breakdown      where the fused step's time goes (physics, env.step, + LLC, rollout, + update)
   scaling        dppo_step env steps/s as the number of environments grows
   sweep          S sweep members in one vmapped program: total env steps/s as S grows
+  dppo_update    the DPPO update alone at DPPO's gym-hopper sizes, in (decision, denoising
+                 step) pairs/s, critic fitted per decision and per pair
 
 Each measurement compiles ahead of time (``lower().compile()``), reports compile seconds apart,
 then times steady calls with ``block_until_ready``.
@@ -291,6 +293,48 @@ def brax_ppo(cfg, num_envs: int, quick: bool) -> dict:
                          compile_s=compile_s, **info)  # fmt: skip
 
 
+def dppo_update(reps: int, activation: str = "relu", per_decision: bool = True) -> dict:
+    """The DPPO update alone at DPPO's gym-hopper sizes: residual MLP denoiser 512 wide (one
+    residual block, as DPPO's ``mlp_dims: [512, 512, 512]``), critic 3 x 256, K = 20, K' = 10,
+    To = 1, Ds = 11, Ta = 4, Da = 3; 5,000 decisions = 50,000 (decision, denoising step)
+    pairs in 10 minibatches of 5,000, one epoch. Rate in pairs per second."""
+    from refine_dp_jax.config import DiffusionConfig, DPPOConfig
+    from refine_dp_jax.diffusion.networks import Critic, DenoiserConfig, make_denoiser
+    from refine_dp_jax.train.dppo import DPPOBatch, make_dppo
+
+    n, kp, ta, da, ds = 5000, 10, 4, 3, 11
+    dcfg = DiffusionConfig(
+        obs_history=1, horizon=ta, exec_steps=ta, num_steps=20, ft_steps=kp,
+        denoiser=DenoiserConfig(hidden=512, depth=1, time_dim=16, activation=activation),
+    )  # fmt: skip
+    pcfg = DPPOConfig(
+        epochs=1, minibatches=10, critic_hidden=(256, 256, 256), critic_per_decision=per_decision
+    )
+    den, critic = make_denoiser(dcfg.denoiser), Critic(pcfg.critic_hidden)
+    fns = make_dppo(den, critic, dcfg, pcfg, da, n * kp)
+    ks = jax.random.split(jax.random.PRNGKey(0), 6)
+    cond = jax.random.normal(ks[0], (n, 1, ds))
+    params = den.init(ks[1], jnp.zeros((1, ta, da)), jnp.zeros((1,), jnp.int32), cond[:1])
+    learner = fns.init(params["params"], critic.init(ks[2], cond[:1])["params"], n)
+    learner = learner.replace(iteration=learner.iteration + pcfg.critic_warmup_iters)
+    batch = DPPOBatch(
+        cond=cond, xs=jax.random.normal(ks[3], (n, kp + 1, ta, da)),
+        old_log_prob=jax.random.normal(ks[4], (n, kp)) * 0.1 - 1.0,
+        advantages=jax.random.normal(ks[5], (n,)), returns=jax.random.normal(ks[0], (n,)),
+    )  # fmt: skip
+
+    def step(lrn):
+        return fns.update(lrn, batch, jax.random.PRNGKey(1))
+
+    compile_s, per_call, _ = timed(step, learner, reps)
+    return append_result(
+        "dppo_update", env="dppo_hopper_sizes", batch=n, steps_per_s=n * kp / per_call,
+        compile_s=compile_s, seconds_per_iteration=per_call, activation=activation,
+        critic_per_decision=per_decision,
+        note="pairs/s (steps_per_s); DPPO-PyTorch here: 30k pairs/s, ~51k at equal work",
+    )  # fmt: skip
+
+
 def sweep_scaling(cfg, num_envs: int, members: int, reps: int, single: dict | None = None) -> dict:
     """Throughput of S sweep members in one vmapped program (the `refine-dp sweep` path).
     ``single``: a dppo_step row at this batch, recorded as S=1 (the program a single run
@@ -393,6 +437,15 @@ def main() -> None:
                 row = dppo_step(cfg, b, reps, None, name="scaling")
             scaling[b] = row
             print(f"scaling B={b}: {row['steps_per_s']:,.0f} LLC steps/s")
+    if want("dppo_update"):  # DPPO's hopper sizes; critic per decision against per pair
+        rows = [dppo_update(reps, per_decision=pd) for pd in (True, False)]
+        append_result("dppo_update_critic_per_decision_vs_per_pair", env="dppo_hopper_sizes",
+                      batch=rows[0]["batch"], steps_per_s=rows[0]["steps_per_s"],
+                      compile_s=rows[0]["compile_s"],
+                      ratio=rows[0]["steps_per_s"] / rows[1]["steps_per_s"])  # fmt: skip
+        for r in rows:
+            print(f"dppo_update (critic per decision: {r['critic_per_decision']}): "
+                  f"{r['steps_per_s']:,.0f} pairs/s, compile {r['compile_s']:.1f} s")  # fmt: skip
     if want("sweep"):  # quick: S=1 is the single-run program of the scaling row at this batch
         single = scaling.get(sweep_batch) if args.quick else None
         for m in (1, 4) if args.quick else (1, 2, 4, 8):

@@ -147,6 +147,11 @@ def sample_chain(
     cond: [B, To, Ds]; action_shape: (Ta, Da); num_ft: K' (static) steps that use ``params_ft``,
     the first N - K' use ``params_frozen``. ``deterministic``: no noise at any step (with DDIM
     eta = 0 the map from x_K to x_0 is then a fixed function). Returns a ``Chain``.
+
+    Deterministic evaluation, our choice against DPPO's: DPPO's code keeps a std of 1e-3 on
+    the steps k > 0 and 0 only on the last; we use 0 on every step, so that an evaluation is a
+    fixed function of (x_K, observation) and repeats bit for bit. A 1e-3 std on actions in
+    [-1, 1] is a perturbation far below the floor of 0.1 that training explores with.
     """
     n = plan.timesteps.shape[0]
     if not 0 <= num_ft <= n:

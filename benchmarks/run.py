@@ -331,7 +331,7 @@ def dppo_update(reps: int, activation: str = "relu", per_decision: bool = True) 
         "dppo_update", env="dppo_hopper_sizes", batch=n, steps_per_s=n * kp / per_call,
         compile_s=compile_s, seconds_per_iteration=per_call, activation=activation,
         critic_per_decision=per_decision,
-        note="pairs/s (steps_per_s); DPPO-PyTorch here: 30k pairs/s, ~51k at equal work",
+        part=f"pairs/s, {activation}, critic per {'decision' if per_decision else 'pair'}",
     )  # fmt: skip
 
 
@@ -442,7 +442,8 @@ def main() -> None:
         append_result("dppo_update_critic_per_decision_vs_per_pair", env="dppo_hopper_sizes",
                       batch=rows[0]["batch"], steps_per_s=rows[0]["steps_per_s"],
                       compile_s=rows[0]["compile_s"],
-                      ratio=rows[0]["steps_per_s"] / rows[1]["steps_per_s"])  # fmt: skip
+                      ratio=rows[0]["steps_per_s"] / rows[1]["steps_per_s"],
+                      note="pairs/s, critic per decision / per pair")  # fmt: skip
         for r in rows:
             print(f"dppo_update (critic per decision: {r['critic_per_decision']}): "
                   f"{r['steps_per_s']:,.0f} pairs/s, compile {r['compile_s']:.1f} s")  # fmt: skip

@@ -49,6 +49,9 @@ class FinetuneConfig:
     llc_update_stats: bool = False
 
     def __post_init__(self):
+        from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
+
+        check_fields(self, {"num_envs": ONE_PLUS, "decisions": ONE_PLUS, "iterations": NONNEG})
         _check(self.num_envs >= 1 and self.decisions >= 1, "num_envs and decisions must be >= 1")
         _check(self.iterations >= 0, "iterations must be >= 0")
 

@@ -18,7 +18,17 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from refine_dp_jax.config import _check, check_divisible
+from refine_dp_jax.config import (
+    DISCOUNT,
+    NONNEG,
+    ONE_PLUS,
+    POSITIVE,
+    UNIT,
+    WIDTHS,
+    _check,
+    check_divisible,
+    check_fields,
+)
 from refine_dp_jax.diffusion.networks import MLP
 from refine_dp_jax.rl.normalize import RunningStats, stats_init, stats_normalize, stats_update
 from refine_dp_jax.rl.ppo import diag_gaussian_log_prob, ppo_loss
@@ -46,6 +56,12 @@ class PPOConfig:
     normalize_inputs: bool = True
 
     def __post_init__(self):
+        check_fields(self, {
+            "lr": POSITIVE, "critic_lr": POSITIVE, "clip_eps": POSITIVE, "gamma": DISCOUNT,
+            "gae_lambda": UNIT, "ent_coef": NONNEG, "vf_coef": NONNEG, "epochs": ONE_PLUS,
+            "minibatches": ONE_PLUS, "max_grad_norm": NONNEG, "actor_hidden": WIDTHS,
+            "critic_hidden": WIDTHS,
+        })  # fmt: skip
         _check(self.lr > 0 and self.critic_lr > 0, "PPO learning rates must be > 0")
         _check(self.clip_eps > 0, f"PPO clip_eps must be > 0, got {self.clip_eps}")
         _check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma in (0,1], lambda in [0,1]")

@@ -4,9 +4,12 @@ flags (configs are frozen dataclasses; any field can be overridden, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import sys
+import typing
 from pathlib import Path
 
 # Entry point only: before anything imports jaxlib (its C++ logging reads this once). XLA logs
@@ -15,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tyro  # noqa: E402
 
-from refine_dp_jax.errors import ConfigError  # noqa: E402
+from refine_dp_jax.errors import ConfigError, CorruptArtifactError, RefineDPError  # noqa: E402
 from refine_dp_jax.probe import BanditProbeConfig  # noqa: E402
 
 
@@ -44,7 +47,18 @@ def probe(cfg: BanditProbeConfig = BanditProbeConfig(), out: Path | None = None)
         out.write_text(text)
 
 
-def _experiment(experiment: str, overrides: tuple[str, ...]):
+# ``--set a=1 b=2 --set c=3``: every --set flag is kept (tyro's append action), each taking
+# one or more key=value items.
+SetFlags = tyro.conf.UseAppendAction[tuple[tuple[str, ...], ...]]
+
+
+def _flat(sets) -> tuple[str, ...]:
+    return tuple(x for group in sets for x in ((group,) if isinstance(group, str) else group))
+
+
+def _experiment(experiment: str, overrides):
+    """The named experiment with the ``--set`` overrides applied (each key at most once);
+    every value is validated (``ConfigError``) before anything is written or compiled."""
     import experiments
     from refine_dp_jax.config import replace
 
@@ -52,50 +66,169 @@ def _experiment(experiment: str, overrides: tuple[str, ...]):
         cfg = experiments.get(experiment)
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
-    changes = {}
-    for item in overrides:
+    changes: dict = {}
+    texts: dict[str, str] = {}
+    env_over = dict(cfg.env_overrides)
+    for item in _flat(overrides):
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        changes[k.strip()] = _parse_value(cfg, k.strip(), v.strip())
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k in texts:
+            raise ConfigError(f"--set {k} is given twice ({texts[k]!r} and {v!r}); give it once")
+        texts[k] = v
+        if k.startswith("env_overrides."):
+            env_over[k.split(".", 1)[1]] = _parse_any(v)
+        elif k == "env_overrides":
+            if v.strip("() ") != "":
+                raise ConfigError.for_field(
+                    k, v, "set environment fields one at a time, e.g. "
+                    "--set env_overrides.episode_seconds=10 (or env_overrides= to clear them)",
+                )  # fmt: skip
+            env_over = {}
+        else:
+            changes[k] = _parse_value(cfg, k, v)
+    if any(k == "env_overrides" or k.startswith("env_overrides.") for k in texts):
+        changes["env_overrides"] = tuple(env_over.items())
     return replace(cfg, **changes) if changes else cfg
 
 
+def _parse_any(text: str):
+    """An environment field's value: bool, int, float, comma-separated numbers, or a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if "," in text:
+        try:
+            return tuple(float(x) for x in text.strip("()").split(",") if x.strip())
+        except ValueError:
+            pass
+    return text
+
+
 def _parse_value(cfg, dotted: str, text: str):
-    """Parses ``text`` with the type of the current value of field ``dotted``."""
-    obj = cfg
+    """Parses ``text`` with the declared type of field ``dotted`` of ``cfg``."""
+    from refine_dp_jax.config import _hints
+
+    obj, hint = cfg, None
     for part in dotted.split("."):
-        if not hasattr(obj, part):
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"{dotted}: {type(obj).__name__} value has no field {part!r}")
+        if part not in {f.name for f in dataclasses.fields(obj)}:
             raise ConfigError(f"{type(obj).__name__} has no field {part!r} (in {dotted!r})")
+        hint = _hints(type(obj)).get(part, type(getattr(obj, part)))
         obj = getattr(obj, part)
+    if dataclasses.is_dataclass(obj):
+        first = dataclasses.fields(obj)[0].name
+        raise ConfigError.for_field(dotted, text, f"is a config section ({type(obj).__name__}); "
+                                    f"set its fields, e.g. --set {dotted}.{first}=...")  # fmt: skip
+    args = typing.get_args(hint)
     try:
-        if isinstance(obj, bool):
+        if hint is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(text)
             return text.lower() in ("true", "1")
-        if isinstance(obj, tuple):
-            return tuple(int(x) for x in text.strip("()").split(",") if x.strip())
+        if typing.get_origin(hint) is tuple:
+            conv = args[0] if args and args[0] in (int, float, str) else int
+            return tuple(conv(x.strip()) for x in text.strip("()").split(",") if x.strip())
+        if hint in (int, float, str):
+            return hint(text)
         return type(obj)(text)
     except ValueError:
-        raise ConfigError(f"{dotted}: cannot read {text!r} as {type(obj).__name__}") from None
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(hint)
+        if typing.get_origin(hint) is tuple:
+            kind = "comma-separated " + ("integers" if not args or args[0] is int else "numbers")
+        raise ConfigError.for_field(dotted, text, f"must be {kind or type(obj).__name__}") from None
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder this process can create and write in."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: give a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {out} cannot be used: {e.strerror or e}") from None
+
+
+_STAGE_OF = {"train-llc": "llc", "collect-demos": "demos", "pretrain": "dp",
+             "finetune": "finetune_dp", "finetune-joint": "finetune_joint",
+             "baseline": "mlp_ppo", "evaluate": "eval"}  # fmt: skip
+_COMMAND_OF = {v: k for k, v in _STAGE_OF.items()}
+
+
+def _command(cmd: str, experiment: str, out: Path, sets) -> str:
+    words = ["refine-dp", cmd, "--experiment", experiment, "--out", str(out)]
+    flat = _flat(sets)
+    if flat:
+        words += ["--set", *flat]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _where_stopped(cfg, cmd: str, out: Path) -> str:
+    """Which stage a run interrupted in ``out`` was in, and its newest checkpoint."""
+    from refine_dp_jax import pipeline
+
+    if cmd == "pipeline":
+        stages = [s for s in pipeline.STAGES
+                  if not (s == "finetune_dp" and not cfg.run_dp_only)
+                  and not (s == "finetune_joint" and not cfg.finetune.joint)
+                  and not (s == "mlp_ppo" and not cfg.run_baseline)]  # fmt: skip
+        todo = [s for s in stages if not os.path.exists(out / s / "done.json")]
+        if not todo:
+            return "after its last stage"
+        stage = todo[0]
+    else:
+        stage = _STAGE_OF[cmd]
+    ckpt = out / stage / "ckpt"
+    steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if ckpt.is_dir() else []
+    steps = [s for s in steps if (ckpt / str(s) / "manifest.json").exists()]
+    if steps:
+        return f"in stage {stage} (last checkpoint: iteration {steps[-1]}, {ckpt / str(steps[-1])})"
+    return f"in stage {stage} (no checkpoint yet: the stage starts over)"
 
 
 def _stage_command(stage: str):
     def run(
         experiment: str = "testbed",
         out: Path = Path("runs/testbed"),
-        set: tuple[str, ...] = (),  # noqa: A002
+        set: SetFlags = (),  # noqa: A002
     ) -> None:
         setup_process()
         from refine_dp_jax import pipeline
 
         cfg = _experiment(experiment, set)
-        os.makedirs(out, exist_ok=True)
+        parts = pipeline.build(cfg)  # environment and its overrides checked
+        _check_out(out)
         pipeline.save_config(cfg, str(out))
+        try:
+            _run_stage(pipeline, parts, cfg, out)
+        except KeyboardInterrupt:
+            where = _where_stopped(cfg, stage, out)
+            resume = _command(stage, experiment, out, set)
+            raise Interrupted(f"interrupted {where}; resume with: {resume}") from None
+        except CorruptArtifactError as e:
+            if e.stage not in _COMMAND_OF:
+                raise
+            redo = _command(_COMMAND_OF[e.stage], experiment, out, set)
+            if os.path.basename(os.path.normpath(str(e.path))) == "ckpt":  # no good checkpoint
+                ckpt = shlex.quote(str(out / e.stage / "ckpt"))
+                fix = f"to restart stage {e.stage} from scratch: rm -r {ckpt} && {redo}"
+            else:  # a stage's artifact: its done check fails too, so rerunning redoes it
+                fix = f"redo stage {e.stage} with: {redo}"
+            raise CorruptArtifactError(f"{e}; {fix}") from None
+
+    def _run_stage(pipeline, parts, cfg, out: Path) -> None:
         if stage == "pipeline":
             pipeline.run_pipeline(cfg, str(out))
             return
-        parts = pipeline.build(cfg)
         fn = {
             "train-llc": lambda: pipeline.stage_llc(parts, str(out)),
             "collect-demos": lambda: pipeline.stage_demos(parts, str(out)),
@@ -110,7 +243,9 @@ def _stage_command(stage: str):
 
     run.__doc__ = _STAGE_DOCS[stage] + (
         " Named experiments live in experiments/; override any field with --set key=value"
-        " (dotted, e.g. --set dppo.actor_lr=3e-4). Rerunning resumes from the last checkpoint."
+        " (dotted, e.g. --set dppo.actor_lr=3e-4 seed=1; --set may be repeated). Rerunning"
+        " resumes from the last checkpoint. Exit codes: 2 bad input, 3 corrupt or missing"
+        " checkpoint/data, 4 not enough memory, 130 Ctrl-C."
     )
     return run
 
@@ -132,7 +267,7 @@ def sweep(
     out: Path = Path("runs/testbed"),
     seeds: tuple[int, ...] = (0, 1),
     grid: tuple[str, ...] = (),
-    set: tuple[str, ...] = (),  # noqa: A002
+    set: SetFlags = (),  # noqa: A002
     joint: bool | None = None,
 ) -> None:
     """Fine-tunes S seeds x H hyperparameter values in ONE compiled program (a vmap axis), from
@@ -164,14 +299,28 @@ def commands() -> dict:
     }
 
 
+class Interrupted(RefineDPError):
+    """Ctrl-C: the message says where the run stopped and how to resume it."""
+
+    exit_code = 130
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Runs a command. Errors end in one line on stderr and an exit code: 2 bad input
+    (``ConfigError``), 3 a corrupt checkpoint or dataset, 4 not enough memory, 130 Ctrl-C."""
     try:
         tyro.extras.subcommand_cli_from_dict(
             commands(), args=sys.argv[1:] if argv is None else argv
         )
     except ConfigError as e:
         print(f"refine-dp: invalid configuration: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(e.exit_code) from None
+    except RefineDPError as e:
+        print(f"refine-dp: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        print("refine-dp: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -32,12 +32,19 @@ from flax import struct
 
 from refine_dp_jax.checkpoint import load_artifact, mark_done, read_done, save_artifact
 from refine_dp_jax.config import (
+    NONNEG,
+    ONE_PLUS,
+    POSITIVE,
     ConfigError,
     DiffusionConfig,
     DPPOConfig,
     PretrainConfig,
     _check,
     check_divisible,
+    check_fields,
+    check_value,
+    one_of,
+    within,
 )
 from refine_dp_jax.data.demos import (
     DemoConfig,
@@ -49,6 +56,7 @@ from refine_dp_jax.data.demos import (
 from refine_dp_jax.diffusion.networks import Critic, make_denoiser
 from refine_dp_jax.envs import make as make_env
 from refine_dp_jax.evaluate import make_evaluate, make_trajectory_recorder, render_video
+from refine_dp_jax.memory import compile_checked
 from refine_dp_jax.train.dppo import DPPOHyper, make_dppo
 from refine_dp_jax.train.finetune import (
     FinetuneConfig,
@@ -87,6 +95,9 @@ class BaselineConfig:
         )  # fmt: skip
     )
 
+    def __post_init__(self):
+        check_fields(self, {"bc_steps": NONNEG, "bc_lr": POSITIVE, "bc_batch": ONE_PLUS})
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -117,6 +128,23 @@ class ExperimentConfig:
     run_dp_only: bool = True  # DP-only ablation next to joint optimization
 
     def __post_init__(self):
+        from refine_dp_jax.envs import names as env_names
+
+        if not isinstance(self.env_overrides, tuple):
+            raise ConfigError.for_field("env_overrides", self.env_overrides,
+                                        "must be a tuple of (field name, value) pairs")  # fmt: skip
+        for i, pair in enumerate(self.env_overrides):
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise ConfigError.for_field(f"env_overrides[{i}]", pair,
+                                            "must be a (field name, value) pair")  # fmt: skip
+            values = pair[1] if isinstance(pair[1], tuple) else (pair[1],)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError.for_field(f"env_overrides.{pair[0]}", pair[1], "must be finite")
+        check_fields(self, {
+            "env": one_of(*env_names()), "seed": within(0, 2**31 - 1), "hold": ONE_PLUS,
+            "task_curriculum": NONNEG, "eval_episodes": ONE_PLUS, "video_episodes": NONNEG,
+            "ckpt_every": ONE_PLUS, "pretrain_chunk": ONE_PLUS,
+        })  # fmt: skip
         _check(self.hold >= 1, f"hold must be >= 1, got {self.hold}")
         _check(self.task_curriculum >= 0, "task_curriculum must be >= 0")
         _check(self.eval_episodes >= 1, "eval_episodes must be >= 1")
@@ -160,7 +188,22 @@ class Parts:
 
 
 def build(cfg: ExperimentConfig) -> Parts:
-    env = make_env(cfg.env, **dict(cfg.env_overrides))
+    """Builds the environment and networks (nothing is compiled); bad ``env_overrides`` raise
+    ``ConfigError``."""
+    overrides = dict(cfg.env_overrides)
+    try:
+        env = make_env(cfg.env, **overrides)
+    except ConfigError as e:
+        raise ConfigError(f"env_overrides: {e}") from None
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise ConfigError(f"env_overrides {overrides}: {cfg.env} refuses them ({e})") from None
+    env_cfg = getattr(env, "cfg", None)
+    if dataclasses.is_dataclass(env_cfg):
+        for k in overrides:
+            try:
+                check_value(type(env_cfg), k, getattr(env_cfg, k))
+            except ConfigError as e:
+                raise e.prefixed("env_overrides") from None
     denoiser = make_denoiser(cfg.diffusion.denoiser)
     critic = Critic(hidden=cfg.dppo.critic_hidden)
     fns = make_dppo(denoiser, critic, cfg.diffusion, cfg.dppo, env.command_size)
@@ -193,9 +236,14 @@ def normalizer_template(parts: Parts) -> ObsNormalizer:
     return ObsNormalizer(jnp.zeros((ds,)), jnp.ones((ds,)))
 
 
+_HINT = "lower llc.num_envs / finetune.num_envs / eval_episodes or the batch sizes"
+
+
 def _init_hier(parts: Parts, num_envs: int, key):
     obs_history, c = parts.cfg.diffusion.obs_history, parts.cfg.task_curriculum
-    return jax.jit(lambda k: hier_init(parts.env, k, num_envs, obs_history, c))(key)
+    init = jax.jit(lambda k: hier_init(parts.env, k, num_envs, obs_history, c))
+    compile_checked(init, key, what=f"the environment state of {num_envs} envs", hint=_HINT)
+    return init(key)
 
 
 def committed(state):
@@ -238,11 +286,14 @@ class PTState:
 def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     """Stage 1: PPO on the LLC's tracking rewards with random commands."""
     path = stage_dir(out, "llc")
-    if (done := read_done(path)) is not None:
+    if (done := read_done(path, "final")) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
     init, step, _ = make_llc_train(parts.env, cfg.llc)
-    state = jax.jit(init)(stage_key(parts, "llc"))
+    key = stage_key(parts, "llc")
+    init_j = jax.jit(init)
+    compile_checked(init_j, key, what="stage 1 (LLC PPO) initial state", hint=_HINT)
+    state = init_j(key)
     keys = ["reward", "hand_err", "vel_err", "entropy", "v_loss", "nonfinite_resets"]
     state, rows = run_loop(
         path, state, step, cfg.llc.iterations, cfg.ckpt_every, "stage 1: LLC PPO",
@@ -259,7 +310,7 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
 def stage_demos(parts: Parts, out: str) -> dict:
     """Stage 2: scripted planner -> frozen LLC -> MJX, keep successes."""
     path = stage_dir(out, "demos")
-    if (done := read_done(path)) is not None:
+    if (done := read_done(path, ".")) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
     llc = load_llc(parts, out)
@@ -286,7 +337,7 @@ def stage_demos(parts: Parts, out: str) -> dict:
 def stage_pretrain(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     """Stage 3: noise-prediction pre-training of the DP on demonstration chunks."""
     path = stage_dir(out, "dp")
-    if (done := read_done(path)) is not None:
+    if (done := read_done(path, "final")) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
     d = cfg.diffusion
@@ -363,7 +414,7 @@ def stage_finetune(parts: Parts, out: str, joint: bool, stop_after: int | None =
     """Stage 4: DPPO on the DP (and PPO on the LLC when ``joint``), one jitted step each."""
     name = "finetune_joint" if joint else "finetune_dp"
     path = stage_dir(out, name)
-    if (done := read_done(path)) is not None:
+    if (done := read_done(path, "final")) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
     state = finetune_state(parts, cfg, out, joint)
@@ -399,7 +450,7 @@ def baseline_ppo(parts: Parts):
 def stage_baseline(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     """Baseline: behaviour-cloned MLP planner, fine-tuned with Gaussian PPO, same budget."""
     path = stage_dir(out, "mlp_ppo")
-    if (done := read_done(path)) is not None:
+    if (done := read_done(path, "final")) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
     d, b = cfg.diffusion, cfg.baseline
@@ -589,9 +640,9 @@ def write_summary(cfg: ExperimentConfig, out: str) -> dict:
 
 
 def run_pipeline(cfg: ExperimentConfig, out: str) -> dict:
+    parts = build(cfg)  # checks env and env_overrides before anything is written
     os.makedirs(out, exist_ok=True)
     save_config(cfg, out)
-    parts = build(cfg)
     stage_llc(parts, out)
     stage_demos(parts, out)
     stage_pretrain(parts, out)

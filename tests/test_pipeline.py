@@ -11,7 +11,7 @@ import pytest
 
 import experiments
 from refine_dp_jax import pipeline
-from refine_dp_jax.checkpoint import load_artifact
+from refine_dp_jax.checkpoint import load_artifact, write_manifest
 from refine_dp_jax.config import ConfigError, replace
 from refine_dp_jax.data.demos import DemoFormatError, load_demos
 from refine_dp_jax.train.loop import guard_nonfinite
@@ -55,6 +55,10 @@ def test_demo_format_is_validated(tiny_run, tiny_parts, tmp_path):
     (bad / "demos.json").write_text(json.dumps(meta))
     np.savez(bad / "demos.npz", obs=demos.obs * np.nan, commands=demos.commands,
              lengths=demos.lengths)  # fmt: skip
+    with pytest.raises(DemoFormatError, match="no manifest"):  # not written by save_demos
+        load_demos(str(bad))
+    write_manifest(str(bad), {"obs": demos.obs * np.nan, "commands": demos.commands,
+                              "lengths": demos.lengths})  # fmt: skip
     with pytest.raises(DemoFormatError, match="non-finite"):
         load_demos(str(bad))
 

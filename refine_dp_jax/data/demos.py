@@ -11,8 +11,12 @@ Format (version 1), a folder with two files, no pickle anywhere:
   ``command_dim``, ``hold`` (LLC steps per command), ``dt`` (s per LLC step), ``command_low``,
   ``command_high``, ``num_episodes``, ``collection`` (attempted, kept, success rate).
 
-Only successful episodes are stored. ``load_demos`` validates everything and raises
-``DemoFormatError`` with the reason.
+* ``manifest.json`` (written last, atomically): size and sha256 of both files and of each array
+  (``checkpoint.write_manifest``). A folder without it (older code, or a save cut short) is
+  refused.
+
+Only successful episodes are stored. ``load_demos`` verifies the checksums, validates everything
+and raises ``DemoFormatError`` (a ``CorruptArtifactError``) with the path and the reason.
 
 Shape legend: E episodes, L max command steps, B envs, To history, Ta chunk, Ds, Dc.
 """
@@ -30,17 +34,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refine_dp_jax.config import _check
+from refine_dp_jax.checkpoint import read_manifest, verify_arrays, verify_files, write_manifest
+from refine_dp_jax.config import ONE_PLUS, _check, check_fields, one_of
 from refine_dp_jax.envs.base import Env, normalize_command
 from refine_dp_jax.envs.wrappers import select
+from refine_dp_jax.errors import CorruptArtifactError
 from refine_dp_jax.train.gaussian_ppo import GaussianPPO
 
 FORMAT = "refine_dp_jax.demos"
 VERSION = 1
 
 
-class DemoFormatError(ValueError):
-    """A demonstration folder is missing, of another version, or inconsistent."""
+class DemoFormatError(CorruptArtifactError, ValueError):
+    """A demonstration folder is missing, corrupt, of another version, or inconsistent."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message, path=path, stage="demos")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,10 @@ class DemoConfig:
     keep_failed: bool = False
 
     def __post_init__(self):
+        check_fields(self, {
+            "num_episodes": ONE_PLUS, "batch_envs": ONE_PLUS, "max_batches": ONE_PLUS,
+            "executor": one_of("llc", "reference"),
+        })  # fmt: skip
         _check(self.num_episodes >= 1, "num_episodes must be >= 1")
         _check(self.executor in ("llc", "reference"), "demos.executor must be llc|reference")
         _check(self.batch_envs >= 1 and self.max_batches >= 1, "batch_envs, max_batches >= 1")
@@ -160,32 +173,58 @@ def collect_demos(
 
 
 def save_demos(demos: Demos, folder: str) -> None:
-    """Writes the folder atomically (temporary names, then rename)."""
+    """Writes the folder atomically (temporary names, then rename), the manifest last."""
     os.makedirs(folder, exist_ok=True)
+    if os.path.exists(os.path.join(folder, "manifest.json")):
+        os.remove(os.path.join(folder, "manifest.json"))  # the old one no longer applies
     tmp = os.path.join(folder, "demos.tmp.npz")
     np.savez_compressed(tmp, obs=demos.obs, commands=demos.commands, lengths=demos.lengths)
     os.replace(tmp, os.path.join(folder, "demos.npz"))
     with open(os.path.join(folder, "demos.json.tmp"), "w") as f:
         json.dump(demos.meta, f, indent=1)
     os.replace(os.path.join(folder, "demos.json.tmp"), os.path.join(folder, "demos.json"))
+    arrays = {"obs": demos.obs, "commands": demos.commands, "lengths": demos.lengths}
+    write_manifest(folder, arrays, files=["demos.npz", "demos.json"])
 
 
 def load_demos(folder: str, env: Env | None = None) -> Demos:
     """Loads and validates a demonstration folder (optionally against ``env``)."""
     meta_path, data_path = os.path.join(folder, "demos.json"), os.path.join(folder, "demos.npz")
     if not (os.path.exists(meta_path) and os.path.exists(data_path)):
-        raise DemoFormatError(f"{folder}: needs demos.json and demos.npz")
-    with open(meta_path) as f:
-        meta = json.load(f)
+        raise DemoFormatError(f"{folder}: needs demos.json and demos.npz", folder)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DemoFormatError(f"{meta_path} is unreadable ({e})", meta_path) from None
     if meta.get("format") != FORMAT:
-        raise DemoFormatError(f"{folder}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise DemoFormatError(f"{folder}: format {meta.get('format')!r}, expected {FORMAT!r}",
+                              folder)  # fmt: skip
     if meta.get("version") != VERSION:
-        raise DemoFormatError(f"{folder}: version {meta.get('version')}, this code reads {VERSION}")
-    with np.load(data_path, allow_pickle=False) as z:
-        missing = {"obs", "commands", "lengths"} - set(z.files)
-        if missing:
-            raise DemoFormatError(f"{folder}: demos.npz lacks {sorted(missing)}")
-        obs, cmds, lengths = z["obs"], z["commands"], z["lengths"]
+        raise DemoFormatError(
+            f"{folder}: version {meta.get('version')}, this code reads {VERSION}", folder
+        )
+    try:
+        verify_files(folder)  # sizes and sha256 of demos.npz and demos.json
+    except CorruptArtifactError as e:
+        raise DemoFormatError(str(e), e.path) from None
+    try:
+        with np.load(data_path, allow_pickle=False) as z:
+            missing = {"obs", "commands", "lengths"} - set(z.files)
+            if missing:
+                raise DemoFormatError(f"{folder}: demos.npz lacks {sorted(missing)}", data_path)
+            obs, cmds, lengths = z["obs"], z["commands"], z["lengths"]
+    except DemoFormatError:
+        raise
+    except Exception as e:  # BadZipFile, zlib.error, EOFError, ValueError of a damaged file
+        raise DemoFormatError(
+            f"{data_path} cannot be read ({type(e).__name__}: {e})", data_path
+        ) from None
+    try:
+        verify_arrays(folder, read_manifest(folder),
+                      {"obs": obs, "commands": cmds, "lengths": lengths})  # fmt: skip
+    except CorruptArtifactError as e:
+        raise DemoFormatError(str(e), data_path) from None
     e = meta.get("num_episodes")
     if obs.ndim != 3 or cmds.ndim != 3 or lengths.ndim != 1:
         raise DemoFormatError(f"{folder}: obs/commands must be [E,L,D] and lengths [E]")

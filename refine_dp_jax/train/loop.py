@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from refine_dp_jax.checkpoint import Checkpointer
 from refine_dp_jax.logs import MetricsLogger
+from refine_dp_jax.memory import compile_checked
 from refine_dp_jax.train.sharding import make_mesh, shard_state
 
 
@@ -59,12 +60,15 @@ def run_loop(
     ``stop_after`` (tests) stops after that many iterations of this call, as a kill would.
     ``mesh``: a ``jax.sharding.Mesh`` to shard the environments over, ``None`` for one device,
     or ``"auto"``: all devices when there are several.
+    Resuming verifies the checkpoint and falls back past bad ones (``Checkpointer.restore_latest``);
+    before the first step, the compiled step's memory is checked (``memory.compile_checked``).
     Returns (state, rows logged by this call).
     """
     ck = Checkpointer(os.path.join(stage_dir, "ckpt"))
-    start = ck.latest_step() or 0
-    if start:
-        state, _ = ck.restore(start, state)
+    latest = ck.restore_latest(state)  # verified; falls back past bad checkpoints
+    start = 0
+    if latest is not None:
+        start, state, _ = latest
     # The state is donated to the step: give every leaf its own buffer first (initial states may
     # alias, e.g. parameters and their EMA copy).
     state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
@@ -75,6 +79,9 @@ def run_loop(
     logger = MetricsLogger(stage_dir, resume_from=start) if main else None
     out_shardings = None if shardings is None else (shardings, None)
     step = jax.jit(guard_nonfinite(step_fn), donate_argnums=0, out_shardings=out_shardings)
+    if start < iterations and stop_after != 0:
+        # Refuse a step that cannot fit before running it; the jit reuses this compilation.
+        compile_checked(step, state, what=desc, hint="use fewer environments or a smaller batch")
     rows = []
     bar = tqdm(range(start, iterations), initial=start, total=iterations, desc=desc,
                disable=os.environ.get("REFINE_DP_JAX_NO_BAR") == "1")  # fmt: skip

@@ -1,22 +1,23 @@
 """The testbed experiments: the full REFINE-DP stack on the small mobile manipulator.
 
 ``testbed``: what ``make run`` runs; sized to finish in under 30 minutes on 2 CPU cores.
-The setting is the paper's data-efficiency result in small: few demonstrations (10 episodes of
-the scripted planner through the LLC, start poses at curriculum scale 1.0), fine-tuning and
-evaluation at scale 2.0, the paper's widened start ranges (distance 320 %, polar angle 125 %,
-heading 600 % of the demonstrations'). DDPM with K = 20 and K' = 10, so that the std floor of
-0.1 binds on the last steps (with K = 10 the last step's std is 0.144 and the stochastic policy
-succeeds 3x less often than the deterministic one). PPO clip ranges 0.05 on the last denoising
-step and 0.005 on the first fine-tuned one: with DPPO's defaults (0.01, 0.001) the clip binds on
-over half the samples, the approximate KL per iteration is 3e-5, and deterministic success
-creeps from 61 % to 88-89 % at 40-60 iterations; with 0.05 it is 85, 89, 92.5, 95 % at
-iterations 10-40 (same pre-trained DP; ``experiments/dppo_curve.py``, docs/results/dppo_clip/).
-A 3x higher actor learning rate instead collapses training success (0.55 -> 0.25); clip 0.1
-oscillates (81.5, 70, 80 %). 50 iterations: from a weaker pre-trained DP (51.5 %) DP-only
-reached 83, 85.5, 85, 87, 93, 89 % at iterations 10-60. Fresh-clone ``make run`` of this setting
-(joint phase with the LLC's input statistics frozen, ``finetune.llc_update_stats``): 52.0 %
-pre-trained, 93.5 % DP-only, 92.5 % joint, 29.5 % MLP + PPO (README; 88.0 % joint with the
-statistics updated, docs/results/joint_stats/).
+The setting is the paper's data-efficiency result in small: few demonstrations (10 episodes of the
+scripted planner through the LLC, start poses at curriculum scale 1.0), fine-tuning and evaluation
+at scale 2.0, the paper's widened start ranges (distance 320 %, polar angle 125 %, heading 600 % of
+the demonstrations'). DDPM with K = 20 and K' = 10 (DPPO's state-based default; the std floor of
+0.1 sets the last steps' std). An earlier note here, that K = 10 made the stochastic policy succeed
+3x less often, came from a last-step variance that deviated from DPPO's code (0.144 instead of the
+floor), since fixed (README, "DPPO: fidelity"). PPO clip ranges 0.05 on the last denoising step and
+0.005 on the first fine-tuned one: with DPPO's defaults (0.01, 0.001) the clip binds on over half
+the samples, the approximate KL per iteration is 3e-5, and deterministic success creeps from 61 %
+to 88-89 % at 40-60 iterations; with 0.05 it is 85, 89, 92.5, 95 % at iterations 10-40 (same pre-
+trained DP; ``experiments/dppo_curve.py``, docs/results/dppo_clip/). A 3x higher actor learning
+rate instead collapses training success (0.55 -> 0.25); clip 0.1 oscillates (81.5, 70, 80 %). 50
+iterations: from a weaker pre-trained DP (51.5 %) DP-only reached 83, 85.5, 85, 87, 93, 89 % at
+iterations 10-60. Fresh-clone ``make run`` of this setting (joint phase with the LLC's input
+statistics frozen, ``finetune.llc_update_stats``): 52.0 % pre-trained, 93.5 % DP-only, 92.5 %
+joint, 29.5 % MLP + PPO (README; 88.0 % joint with the statistics updated,
+docs/results/joint_stats/).
 ``testbed_tiny``: every stage at toy sizes (tests: smoke, resume, NaN handling).
 """
 

@@ -564,6 +564,10 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
             st = load_finetuned(parts, out, name)
             policies[name] = ((st["planner"], st["normalizer"]), st["llc"])
     policies = committed(policies)  # one compilation of eval_dp for all of them
+    pp0, llc0 = policies["pretrained"]
+    what = f"evaluation on {cfg.eval_episodes} envs"
+    hint = "lower eval_episodes"
+    compile_checked(eval_dp, pp0, llc0, key, cfg.task_curriculum, what=what, hint=hint)
     for name, (pp, llc_l) in policies.items():
         results[name] = _floats(eval_dp(pp, llc_l, key, cfg.task_curriculum))
         print(f"eval {name}: {results[name]}")

@@ -39,6 +39,7 @@ from refine_dp_jax.config import ONE_PLUS, _check, check_fields, one_of
 from refine_dp_jax.envs.base import Env, normalize_command
 from refine_dp_jax.envs.wrappers import select
 from refine_dp_jax.errors import CorruptArtifactError
+from refine_dp_jax.memory import compile_checked
 from refine_dp_jax.train.gaussian_ppo import GaussianPPO
 
 FORMAT = "refine_dp_jax.demos"
@@ -131,6 +132,9 @@ def collect_demos(
 ) -> Demos:
     """Runs batches until ``cfg.num_episodes`` successes are kept (or ``max_batches``)."""
     collect = jax.jit(make_collect_batch(env, llc, hold, cfg.batch_envs, cfg.executor))
+    compile_checked(collect, llc_learner, jax.random.fold_in(key, 0),
+                    what=f"demonstration batches of {cfg.batch_envs} envs",
+                    hint="lower demos.batch_envs")  # fmt: skip
     good: list[tuple] = []  # (obs, cmd, length) of successful episodes, per batch
     failed: list[tuple] = []  # the failed ones (kept only with ``keep_failed``)
     kept = attempted = 0

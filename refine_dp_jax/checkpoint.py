@@ -175,6 +175,20 @@ def _from_saved(saved: dict[str, Any], target: Any) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
+def _host_copy(tree: Any) -> Any:
+    """NumPy copies of a pytree's arrays for checksums. An array sharded over several processes
+    (multi-host runs) is gathered from all of them, so every process must call this."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(get, tree)
+
+
 @contextlib.contextmanager
 def _sigint_deferred():
     """Ctrl-C during a save takes effect once the save and its manifest are complete, so an
@@ -241,8 +255,9 @@ class Checkpointer:
                 ),
             )
             self._mgr.wait_until_finished()
+            host = _host_copy(saveable)  # a collective in multi-host runs: every process
             if jax.process_index() == 0:
-                write_manifest(self.step_dir(step), jax.device_get(saveable))
+                write_manifest(self.step_dir(step), host)
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
         """Restores into the structure (and dtypes/shapes) of ``target`` after checking the
@@ -259,7 +274,7 @@ class Checkpointer:
             )
         except Exception as e:  # orbax/tensorstore errors of unreadable data
             raise CorruptArtifactError(f"{folder} cannot be read ({_short(e)})", folder) from None
-        verify_arrays(folder, manifest, jax.device_get(dict(out["state"])))
+        verify_arrays(folder, manifest, _host_copy(dict(out["state"])))
         return _from_saved(out["state"], target), dict(out["record"] or {})
 
     def restore_latest(self, target: Any) -> tuple[int, Any, dict] | None:

@@ -274,7 +274,12 @@ def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
            "--out", str(out), "--set", "llc.iterations=100000", "ckpt_every=1"]  # fmt: skip
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     log = open(tmp_path / "stderr.txt", "w+")  # a file, not a pipe that could fill up
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    # pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored across exec:
+    # give the child the default disposition, as a process started from a terminal has.
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     ckpt = out / "llc" / "ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from refine_dp_jax.checkpoint import read_manifest, verify_arrays, verify_files, write_manifest
-from refine_dp_jax.config import ONE_PLUS, _check, check_fields, one_of
+from refine_dp_jax.config import ONE_PLUS, check_fields, one_of
 from refine_dp_jax.envs.base import Env, normalize_command
 from refine_dp_jax.envs.wrappers import select
 from refine_dp_jax.errors import CorruptArtifactError
@@ -71,9 +71,6 @@ class DemoConfig:
             "num_episodes": ONE_PLUS, "batch_envs": ONE_PLUS, "max_batches": ONE_PLUS,
             "executor": one_of("llc", "reference"),
         })  # fmt: skip
-        _check(self.num_episodes >= 1, "num_episodes must be >= 1")
-        _check(self.executor in ("llc", "reference"), "demos.executor must be llc|reference")
-        _check(self.batch_envs >= 1 and self.max_batches >= 1, "batch_envs, max_batches >= 1")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from refine_dp_jax.config import DiffusionConfig, DPPOConfig, _check
+from refine_dp_jax.config import DiffusionConfig, DPPOConfig
 from refine_dp_jax.envs.base import Env
 from refine_dp_jax.rl.gae import gae
 from refine_dp_jax.rl.normalize import reward_scale
@@ -52,8 +52,6 @@ class FinetuneConfig:
         from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
 
         check_fields(self, {"num_envs": ONE_PLUS, "decisions": ONE_PLUS, "iterations": NONNEG})
-        _check(self.num_envs >= 1 and self.decisions >= 1, "num_envs and decisions must be >= 1")
-        _check(self.iterations >= 0, "iterations must be >= 0")
 
 
 @struct.dataclass

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from refine_dp_jax.config import NONNEG, ONE_PLUS, _check, check_fields
+from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
 from refine_dp_jax.envs.base import Env, EnvState
 from refine_dp_jax.envs.wrappers import reset_where
 from refine_dp_jax.rl.gae import gae
@@ -42,9 +42,6 @@ class LLCConfig:
     def __post_init__(self):
         check_fields(self, {"num_envs": ONE_PLUS, "rollout_steps": ONE_PLUS,
                             "iterations": NONNEG, "command_hold_steps": ONE_PLUS})  # fmt: skip
-        _check(self.num_envs >= 1 and self.rollout_steps >= 1, "num_envs, rollout_steps >= 1")
-        _check(self.iterations >= 0, "iterations must be >= 0")
-        _check(self.command_hold_steps >= 1, "command_hold_steps must be >= 1")
 
 
 class LLCTransition(NamedTuple):

@@ -185,14 +185,10 @@ class DiffusionConfig:
             "ft_steps": ONE_PLUS, "eta_train": NONNEG, "eta_eval": NONNEG,
             "final_step_variance": one_of("dppo", "ddpm_clipped"),
         })  # fmt: skip
-        _check(self.obs_history >= 1, f"obs_history (To) must be >= 1, got {self.obs_history}")
-        _check(self.horizon >= 1, f"horizon (Ta) must be >= 1, got {self.horizon}")
         _check(
             1 <= self.exec_steps <= self.horizon,
             f"exec_steps (Ta_exec={self.exec_steps}) must be in [1, horizon Ta={self.horizon}]",
         )
-        _check(self.num_steps >= 1, f"num_steps (K) must be >= 1, got {self.num_steps}")
-        _check(self.sampler in ("ddpm", "ddim"), f"sampler must be ddpm|ddim, got {self.sampler!r}")
         if self.sampler == "ddim":
             _check(
                 1 <= self.ddim_steps <= self.num_steps and self.num_steps % self.ddim_steps == 0,
@@ -202,11 +198,6 @@ class DiffusionConfig:
             1 <= self.ft_steps <= self.chain_steps,
             f"ft_steps (K'={self.ft_steps}) must be in [1, {self.chain_steps}] "
             f"(the number of {self.sampler} chain steps)",
-        )
-        _check(self.eta_train >= 0 and self.eta_eval >= 0, "DDIM eta must be >= 0")
-        _check(
-            self.final_step_variance in ("dppo", "ddpm_clipped"),
-            f"final_step_variance must be dppo|ddpm_clipped, got {self.final_step_variance!r}",
         )
 
     @property
@@ -231,10 +222,6 @@ class PretrainConfig:
             "steps": ONE_PLUS, "batch_size": ONE_PLUS, "lr": POSITIVE, "weight_decay": NONNEG,
             "ema_decay": within(0, 1, hi_open=True), "warmup_steps": NONNEG,
         })  # fmt: skip
-        _check(self.steps >= 1, f"pretrain steps must be >= 1, got {self.steps}")
-        _check(self.batch_size >= 1, f"pretrain batch_size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"pretrain lr must be > 0, got {self.lr}")
-        _check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -278,27 +265,8 @@ class DPPOConfig:
             "critic_warmup_iters": NONNEG, "max_grad_norm": NONNEG, "critic_hidden": WIDTHS,
         })  # fmt: skip
         _check(
-            self.sample_std_floor > 0, f"sample_std_floor must be > 0, got {self.sample_std_floor}"
-        )
-        _check(
-            self.logprob_std_floor > 0,
-            f"logprob_std_floor must be > 0, got {self.logprob_std_floor}",
-        )
-        _check(self.actor_lr > 0 and self.critic_lr > 0, "learning rates must be > 0")
-        _check(
             0 < self.clip_eps_base <= self.clip_eps,
             f"need 0 < clip_eps_base ({self.clip_eps_base}) <= clip_eps ({self.clip_eps})",
-        )
-        _check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma in (0,1], lambda in [0,1]")
-        _check(0 < self.gamma_denoise <= 1, "gamma_denoise must be in (0, 1]")
-        _check(
-            self.noise_clip > 0 and self.x0_clip > 0 and self.final_clip > 0, "clips must be > 0"
-        )
-        _check(self.epochs >= 1 and self.minibatches >= 1, "epochs and minibatches must be >= 1")
-        _check(self.max_grad_norm >= 0, "max_grad_norm must be >= 0")
-        _check(
-            len(self.critic_hidden) >= 1 and all(h >= 1 for h in self.critic_hidden),
-            f"critic_hidden needs >= 1 layer of width >= 1, got {self.critic_hidden}",
         )
 
 

@@ -25,7 +25,6 @@ from refine_dp_jax.config import (
     POSITIVE,
     UNIT,
     WIDTHS,
-    _check,
     check_divisible,
     check_fields,
 )
@@ -62,10 +61,6 @@ class PPOConfig:
             "minibatches": ONE_PLUS, "max_grad_norm": NONNEG, "actor_hidden": WIDTHS,
             "critic_hidden": WIDTHS,
         })  # fmt: skip
-        _check(self.lr > 0 and self.critic_lr > 0, "PPO learning rates must be > 0")
-        _check(self.clip_eps > 0, f"PPO clip_eps must be > 0, got {self.clip_eps}")
-        _check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma in (0,1], lambda in [0,1]")
-        _check(self.epochs >= 1 and self.minibatches >= 1, "epochs and minibatches must be >= 1")
 
 
 @struct.dataclass

@@ -62,6 +62,9 @@ def test_sweep_members_order_and_validation():
 
 
 def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
+    """Two members (one seed, two actor learning rates) of a DP-only sweep: each is the single
+    run with its values. DP-only, so that the vmapped program is the small one; the joint step
+    differs from it only by the LLC update, which the resume test of finetune_joint covers."""
     out, _ = tiny_run
     # Three iterations: the first two are critic warm-up (the actor moves from the third on).
     tiny_cfg = replace(tiny_cfg, **{"finetune.iterations": 3})
@@ -70,13 +73,14 @@ def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
         for stage in ("llc", "demos", "dp"):
             shutil.copytree(os.path.join(out, stage), os.path.join(d, stage))
     grid = {"actor_lr": [1e-4, 1e-3], "sample_std_floor": [0.1]}
-    result = run_sweep(tiny_cfg, sweep_dir, [0, 1], grid, joint=True)
-    assert len(result["members"]) == 4
+    result = run_sweep(tiny_cfg, sweep_dir, [1], grid, joint=False)
+    assert len(result["members"]) == 2
     seed, values = 1, {"actor_lr": 1e-3, "sample_std_floor": 0.1}
-    m = [i for i, (s, v) in enumerate(sweep_members([0, 1], grid)) if (s, v) == (seed, values)][0]
+    m = [i for i, (s, v) in enumerate(sweep_members([1], grid)) if (s, v) == (seed, values)][0]
+    assert m == 1
     cfg_m = member_config(tiny_cfg, seed, values)
-    pipeline.stage_finetune(pipeline.build(cfg_m), single_dir, joint=True)
-    single = pipeline.load_finetuned(pipeline.build(cfg_m), single_dir, "finetune_joint")
+    pipeline.stage_finetune(pipeline.build(cfg_m), single_dir, joint=False)
+    single = pipeline.load_finetuned(pipeline.build(cfg_m), single_dir, "finetune_dp")
     swept = jax.tree.map(lambda x: x[m], result["state"])
     other = jax.tree.map(lambda x: x[m - 1], result["state"])  # same seed, other actor_lr
     a = jax.tree.leaves(single["planner"].actor)

@@ -6,6 +6,12 @@ once compiled) and demonstrations executed by the env's reference controller wit
 episodes kept (``demos.keep_failed``): the reference controller holds the legs in the default
 pose and cannot walk, so no tiny demonstration succeeds. These configs are smoke tests of the
 pipeline's plumbing on the humanoid (tests/test_humanoid_pipeline.py), not experiments.
+
+``humanoid_llc_stand``: stage 1 only (``refine-dp train-llc``): the whole-body LLC on the
+robot-only scene ``humanoid_llc``, standing (zero base velocity), tracking random hand poses
+and gripper states held 1-3 s, under the paper's domain randomization (payloads, pushes,
+floor friction, random arm configurations at reset), reward curriculum over the first
+``llc.reward_curriculum_iterations`` iterations. Sized for about 2 hours on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from experiments import register
 from experiments.testbed import testbed_tiny
 from refine_dp_jax.config import replace
 from refine_dp_jax.pipeline import ExperimentConfig
+from refine_dp_jax.train.gaussian_ppo import PPOConfig
+from refine_dp_jax.train.llc import LLCConfig
 
 TASKS = ("box_pickup", "pick_place", "door", "platform")
 
@@ -30,3 +38,49 @@ def humanoid_tiny(task: str) -> ExperimentConfig:
 
 for _task in TASKS:
     register(f"humanoid_{_task}_tiny")(lambda t=_task: humanoid_tiny(t))
+
+
+# The standing LLC's environment settings: every task that loads this LLC uses the same robot
+# interface (the loader checks them).
+STAND_ENV = (("command_stand_prob", 1.0), ("command_arm_spread", 1.0))
+
+
+@register("humanoid_llc_stand")
+def humanoid_llc_stand() -> ExperimentConfig:
+    return ExperimentConfig(
+        env="humanoid_llc",
+        env_overrides=STAND_ENV,
+        seed=0,
+        llc=LLCConfig(
+            num_envs=512,
+            rollout_steps=32,
+            iterations=1200,
+            command_hold_steps=100,  # hand poses and grippers held 1-3 s (50 Hz)
+            reward_curriculum_iterations=400,
+            eval_episodes=256,
+            ppo=PPOConfig(
+                lr=3e-4,
+                critic_lr=1e-3,
+                gamma=0.99,
+                gae_lambda=0.95,
+                epochs=4,
+                minibatches=8,
+                init_log_std=-1.0,
+                min_log_std=-3.0,
+                actor_hidden=(256, 256, 128),
+                critic_hidden=(256, 256, 128),
+            ),
+        ),  # fmt: skip
+        ckpt_every=20,
+    )
+
+
+@register("humanoid_llc_stand_tiny")
+def humanoid_llc_stand_tiny() -> ExperimentConfig:
+    """``humanoid_llc_stand`` at toy sizes (tests)."""
+    return replace(
+        humanoid_llc_stand(),
+        **{"llc.num_envs": 4, "llc.rollout_steps": 8, "llc.iterations": 2,
+           "llc.reward_curriculum_iterations": 2, "llc.ppo.minibatches": 2, "llc.eval_episodes": 4,
+           "llc.ppo.actor_hidden": (16,), "llc.ppo.critic_hidden": (16,)},
+    )  # fmt: skip

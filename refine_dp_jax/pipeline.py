@@ -294,7 +294,8 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     init_j = jax.jit(init)
     compile_checked(init_j, key, what="stage 1 (LLC PPO) initial state", hint=_HINT)
     state = init_j(key)
-    keys = ["reward", "hand_err", "vel_err", "entropy", "v_loss", "nonfinite_resets"]
+    keys = ["reward", "hand_err", "hand_rot_err", "terminations", "base_height", "vel_err",
+            "entropy", "v_loss", "reward_curriculum", "nonfinite_resets"]  # fmt: skip
     state, rows = run_loop(
         path, state, step, cfg.llc.iterations, cfg.ckpt_every, "stage 1: LLC PPO",
         plot_keys=keys, postfix_keys=("reward", "hand_err"), stop_after=stop_after,
@@ -304,7 +305,33 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     save_artifact(os.path.join(path, "final"), {"llc": state.learner}, {"stage": "llc"})
     last = _tail_mean(os.path.join(path, "metrics.jsonl"), 5)
     env_steps = cfg.llc.iterations * cfg.llc.num_envs * cfg.llc.rollout_steps
-    return finish(path, t0, {"final_metrics": last, "env_steps": env_steps})
+    record = {"final_metrics": last, "env_steps": env_steps}
+    if cfg.llc.eval_episodes > 0:
+        record["eval"] = evaluate_llc(parts, state.learner, path)
+    return finish(path, t0, record)
+
+
+def evaluate_llc(parts: Parts, learner, path: str | None = None) -> dict:
+    """The trained LLC (deterministic) and the zero residual (the arm prior and the default
+    legs alone) on ``llc.eval_episodes`` randomized episodes of the LLC's own task
+    (``train/llc_eval.py``); written to ``path/eval.json`` when ``path`` is given."""
+    from refine_dp_jax.train.llc_eval import make_llc_eval, summarize, zero_policy
+
+    cfg, env, ppo = parts.cfg, parts.env, parts.llc_ppo
+    policies = {
+        "llc": (lambda p, obs: ppo.act(p, obs, jax.random.PRNGKey(0), True)[0], learner),
+        "prior_only": (zero_policy(env), None),
+    }
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)  # same episodes for both
+    out = {}
+    for name, (policy, params) in policies.items():
+        run = make_llc_eval(env, cfg.llc.eval_episodes, cfg.llc.command_hold_steps, policy,
+                            cfg.llc.velocity_hold_steps)  # fmt: skip
+        out[name] = summarize(run(params, key), env.dt)
+    if path is not None:
+        with open(os.path.join(path, "eval.json"), "w") as f:
+            json.dump(out, f, indent=1)
+    return out
 
 
 def stage_demos(parts: Parts, out: str) -> dict:

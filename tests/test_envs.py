@@ -2,8 +2,9 @@
 
 Each environment compiles ONE program (reset + a 200-step rollout with random commands, the
 stage planner and the reference controller evaluated along the way); every check on that
-environment reuses its output. Env 0 of the batch applies zero actions (for the humanoids:
-the PD servos hold the default pose), the others uniform random actions in [-1, 1].
+environment reuses its output. Env 0 of the batch keeps its reset command and applies zero
+actions (for the humanoids: the PD servos hold the default legs and the reset arm pose), the
+others random commands every step and uniform random actions in [-1, 1].
 """
 
 import jax
@@ -31,6 +32,7 @@ def _rollout_fn(env):
         def body(s, k):
             kc, ka = jax.random.split(k)
             cmd = jax.vmap(env.sample_command)(jax.random.split(kc, B), s)
+            cmd = cmd.at[0].set(s.command[0])  # env 0 keeps its reset command (hold still)
             s = jax.vmap(env.with_command)(s, cmd)
             ref = jax.vmap(env.reference_action)(s)
             expert = jax.vmap(env.expert_command)(s)

@@ -26,8 +26,8 @@ HUMANOIDS = ["humanoid_box_pickup", "humanoid_pick_place", "humanoid_door", "hum
 def test_every_humanoid_task_is_registered():
     assert set(HUMANOIDS) <= set(envs.names())
     env = envs.make("humanoid_door")
-    assert (env.action_size, env.command_size) == (28, 17)
-    assert (env.observation_size, env.privileged_observation_size) == (139, 167)
+    assert (env.action_size, env.command_size) == (26, 17)
+    assert (env.observation_size, env.privileged_observation_size) == (151, 179)
     assert env.dp_observation_size == 34 and abs(env.dt - 0.02) < 1e-9
 
 

@@ -5,19 +5,23 @@ One environment class, ``HumanoidEnv``, parameterized by a ``TaskSpec``
 with MjSpec), physics is MJX.
 
 LLC interface (one ``step`` = 20 ms = 4 MJX steps of 5 ms)
-  action [Da = 28]: offsets of the 12 leg + 14 arm joints around the default pose (x
-    ``leg_action_scale`` / ``arm_action_scale`` rad), then the two gripper commands in
-    [-1, 1] (+1 closed). The waist is held at 0. PD targets are clamped to the joint ranges.
+  action [Da = 26]: offsets of the 12 leg joints around the default pose (x
+    ``leg_action_scale`` rad) and of the 14 arm joints around the arm prior (x
+    ``arm_action_scale`` rad): with ``arm_prior = "ik"`` the IK solution of the commanded hand
+    poses (``TaskState.arm_ref``, updated by ``with_command``), else the default pose. The
+    waist is held at 0. PD targets are clamped to the joint ranges. The grippers follow the
+    command's two gripper states directly (+1 closed), as the testbed's does: the LLC does
+    not drive the fingers.
   command [Dc = 17], the DP's action (heading frame = pelvis position + pelvis yaw):
     base velocity (vx, vy, yaw rate), left hand pose (position, rotation vector), right hand
     pose, two gripper states. The velocity goes through the footstep planner
     (``planners/footsteps.py``) into a foot-placement command: swing-foot flags, countdown,
     swing-foot target in the stance-foot frame.
-  observation [Do = 139] (PAPER.md, LLC actor): projected gravity (3), joint positions
+  observation [Do = 151] (PAPER.md, LLC actor): projected gravity (3), joint positions
     relative to the default (29: legs, arms, waist, fingers), joint velocities x 0.05 (29),
-    last action (28), command (17), footstep command (6), hand poses (12), hand tracking errors
-    (12), base angular velocity x 0.25 (3).
-  critic [Dpriv = 167]: the actor's plus reference and current foot positions in the heading
+    last action (26), the arm prior relative to the default (14), command (17), footstep
+    command (6), hand poses (12), hand tracking errors (12), base angular velocity x 0.25 (3).
+  critic [Dpriv = 179]: the actor's plus reference and current foot positions in the heading
     frame (6 + 6), base linear velocity (3), foot contact forces (6), base height (1) and the
     randomized parameters: hand payloads (2), floor friction (1), push force (3).
   DP observation [Ds = 34]: hand poses (12), foot poses (x, y, z, yaw; 8), gripper states
@@ -46,7 +50,7 @@ from flax import struct
 from mujoco import mjx
 
 from refine_dp_jax.envs.base import EnvState, put_model, register
-from refine_dp_jax.envs.humanoid_config import HumanoidConfig
+from refine_dp_jax.envs.humanoid_config import INTERFACE_FIELDS, HumanoidConfig
 from refine_dp_jax.envs.humanoid_tasks import TASKS, TaskSpec
 from refine_dp_jax.errors import ConfigError
 from refine_dp_jax.planners.footsteps import FootstepParams, feet_reference, plan, step_index
@@ -72,6 +76,13 @@ from refine_dp_jax.robots.spatial import (
 )
 
 NL, NA = len(LEG_JOINTS), len(ARM_JOINTS)  # 12, 14
+# reward terms (each weighted and scaled; logged as metrics "r/<term>")
+REWARD_TERMS = (
+    "foot_pos", "foot_yaw", "base_vel", "leg_pos", "leg_vel", "leg_action_rate", "leg_acc",
+    "leg_torque_limit", "leg_joint_limit", "ankle_posture", "orientation", "air_time",
+    "base_height", "hand_pos", "hand_rot", "arm_posture", "arm_action_rate", "arm_vel",
+    "arm_acc", "hand_acc", "arm_torque_limit", "arm_joint_limit",
+)  # fmt: skip
 
 
 @struct.dataclass
@@ -97,6 +108,7 @@ class TaskState:
     push_start: jax.Array  # [] int32 LLC step at which the next push starts
     push_end: jax.Array  # [] int32 LLC step at which it ends
     reward_curriculum: jax.Array  # [] in [0, 1]: interpolates the curriculum reward weights
+    arm_ref: jax.Array  # [14] arm prior: PD targets the arm residual is added to
 
 
 @struct.dataclass
@@ -143,10 +155,11 @@ def contact_layout(m: mujoco.MjModel) -> np.ndarray:
 class HumanoidEnv:
     """LLC-level humanoid environment for one task (see the module docstring)."""
 
-    action_size = NL + NA + 2  # 28
+    action_size = NL + NA  # 26
     command_size = 17
-    observation_size = 139
-    privileged_observation_size = 167
+    velocity_command_size = 3  # the command's leading base velocity (held longer in training)
+    observation_size = 151
+    privileged_observation_size = 179
     dp_observation_size = 34
 
     def __init__(
@@ -177,6 +190,7 @@ class HumanoidEnv:
         m = self.mj_model
         jid = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)
         obs_joints = [j.name for j in ACTUATED] + [WAIST_JOINT.name] + list(FINGERS)
+        self.joint_names = tuple(obs_joints)  # order of the observed joints
         self._qadr = np.array([m.jnt_qposadr[jid(n)] for n in obs_joints])  # [29]
         self._dadr = np.array([m.jnt_dofadr[jid(n)] for n in obs_joints])
         specs = list(ACTUATED) + [WAIST_JOINT]
@@ -225,6 +239,10 @@ class HumanoidEnv:
         self._foot_sign = np.array(sign)
         self._foot_efc = efc_adr[self._foot_rows]  # [2, K]
 
+    def interface(self) -> dict:
+        """The config fields an LLC trained on this env depends on (``INTERFACE_FIELDS``)."""
+        return {k: getattr(self.cfg, k) for k in INTERFACE_FIELDS}
+
     def _reference_pose(self):
         """Standing height and the ready hand poses, from MuJoCo at the default pose."""
         m = self.mj_model
@@ -266,6 +284,15 @@ class HumanoidEnv:
         lo = [c.vx_range[0], c.vy_range[0], c.yaw_rate_range[0]] + lo_l + lo_r + [-1.0, -1.0]
         hi = [c.vx_range[1], c.vy_range[1], c.yaw_rate_range[1]] + hi_l + hi_r + [1.0, 1.0]
         return jnp.array(lo, jnp.float32), jnp.array(hi, jnp.float32)
+
+    @property
+    def command_max_step(self):
+        """[Dc] largest change of each command entry per LLC step when LLC training moves a
+        command toward a new random one (hand poses at ``command_hand_speed`` and
+        ``command_hand_turn_rate``; base velocity and grippers switch at once)."""
+        c = self.cfg
+        hand = [c.command_hand_speed * self.dt] * 3 + [c.command_hand_turn_rate * self.dt] * 3
+        return jnp.array([1e3] * 3 + hand * 2 + [1e3] * 2, jnp.float32)
 
     @property
     def command_low(self):
@@ -332,7 +359,8 @@ class HumanoidEnv:
         fs = self.footstep_command(f, command, step_count)
         pos_err, rot_err = self._hand_errors(f, command)
         obs = jnp.concatenate([
-            f.gravity, f.q - self._default, 0.05 * f.qd, last_action, command,
+            f.gravity, f.q - self._default, 0.05 * f.qd, last_action,
+            task.arm_ref - self._default[NL : NL + NA], command,
             fs.observation(), f.hand_pose_b.reshape(-1),
             jnp.concatenate([pos_err, rot_err], axis=1).reshape(-1), 0.25 * f.ang_vel,
         ])  # fmt: skip
@@ -417,7 +445,7 @@ class HumanoidEnv:
             goal=goal, hold=jnp.zeros(()), gait=gait, prev_joint_vel=f.qd,
             prev_hand_pos=f.hand_pos, prev_hand_vel=jnp.zeros((2, 3)), payload=payload,
             friction=friction, push_force=push_force, push_start=push_start, push_end=push_end,
-            reward_curriculum=jnp.zeros(()),
+            reward_curriculum=jnp.zeros(()), arm_ref=f.q[NL : NL + NA],
         )  # fmt: skip
         cmd = jnp.concatenate([jnp.zeros(3), f.hand_pose_b.reshape(-1), -jnp.ones(2)])
         cmd = jnp.clip(cmd, self.command_low, self.command_high)
@@ -428,17 +456,21 @@ class HumanoidEnv:
         return EnvState(
             data=data, obs=obs, privileged_obs=priv, reward=zero, done=zero, truncated=zero,
             command=cmd, task_reward=zero, success=zero, nonfinite=zero, step_count=step0,
-            last_action=last, task=task, metrics=self._metrics(f, cmd, task, zero, zero),
+            last_action=last, task=task,
+            metrics={**self._metrics(f, cmd, task, zero, zero),
+                     **{f"r/{k}": zero for k in REWARD_TERMS}},
             rng=k[10],
         )  # fmt: skip
 
     # -- dynamics --------------------------------------------------------------------------
-    def _targets(self, a):
-        """[26] PD targets of the LLC joints and [2] finger targets from the action [28]."""
+    def _targets(self, a, arm_ref, command):
+        """[26] PD targets of the LLC joints from the action [26] around the prior, and [2]
+        finger targets from the command's gripper states (+1 closed: full travel)."""
         c = self.cfg
         scale = np.concatenate([np.full(NL, c.leg_action_scale), np.full(NA, c.arm_action_scale)])
-        q_t = jnp.clip(self._default[: NL + NA] + scale * a[: NL + NA], self._lo, self._hi)
-        finger = self._stroke * 0.5 * (a[NL + NA :] + 1.0)  # +1 closed: full travel
+        base = jnp.concatenate([jnp.asarray(self._default[:NL], jnp.float32), arm_ref])
+        q_t = jnp.clip(base + scale * a, self._lo, self._hi)
+        finger = self._stroke * 0.5 * (jnp.clip(command[15:17], -1.0, 1.0) + 1.0)
         return q_t, finger
 
     def _model(self, task: TaskState):
@@ -452,7 +484,7 @@ class HumanoidEnv:
         c, t = self.cfg, self.task_spec
         task = state.task
         a = jnp.clip(jnp.nan_to_num(action), -1.0, 1.0)
-        q_t, finger = self._targets(a)
+        q_t, finger = self._targets(a, task.arm_ref, state.command)
         ctrl = (
             jnp.zeros(self.mj_model.nu)
             .at[self._act]
@@ -514,7 +546,8 @@ class HumanoidEnv:
             data=data, obs=obs, privileged_obs=priv, reward=jnp.where(bad, 0.0, reward),
             done=done, truncated=truncated, task_reward=success * (1.0 - state.success),
             success=success, nonfinite=nonfinite, step_count=steps, last_action=a, task=task,
-            metrics=self._metrics(f, state.command, task, parts["foot_err"], parts["vel_err"]),
+            metrics={**self._metrics(f, state.command, task, parts["foot_err"], parts["vel_err"]),
+                     **{f"r/{k}": v for k, v in parts["terms"].items()}},  # fmt: skip
             rng=rng,
         )  # fmt: skip
 
@@ -543,39 +576,49 @@ class HumanoidEnv:
         height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
         lo, hi = c.base_height_band
         out = jnp.maximum(lo - height, 0.0) + jnp.maximum(height - hi, 0.0)
-        lower = (
-            c.w_foot_pos * jnp.mean(jnp.exp(-foot_err2 / c.sigma_foot_pos**2))
-            + c.w_foot_yaw * jnp.mean(jnp.exp(-jnp.square(yaw_err) / c.sigma_foot_yaw**2))
-            + c.w_base_vel * jnp.exp(-vel_err2 / c.sigma_base_vel**2)
-            + c.w_leg_pos * jnp.exp(-jnp.sum(jnp.square(dq[legs])) / c.sigma_leg_pos**2)
-            + c.w_leg_vel * jnp.exp(-jnp.sum(jnp.square(qd[legs])) / c.sigma_leg_vel**2)
-            + ramp(c.w_leg_action_rate, c.w_leg_action_rate_final) * jnp.sum(rate2[legs])
-            + ramp(c.w_leg_acc, c.w_leg_acc_final) * jnp.sum(jnp.square(acc[legs]))
-            + c.w_leg_torque_limit * jnp.sum(over_tau[legs])
-            + c.w_leg_joint_limit * jnp.sum(over_q[legs])
-            + c.w_ankle_posture * jnp.sum(jnp.square(dq[ankles]))
-            + c.w_orientation * jnp.exp(-jnp.sum(jnp.square(f.gravity[:2])) / c.sigma_orientation**2)  # noqa: E501
-            + c.w_air_time * moving * jnp.sum((air - c.air_time_target) * touchdown)
-            + c.w_base_height * jnp.square(out)
-        )  # fmt: skip
+        lower = {
+            "foot_pos": c.w_foot_pos * jnp.mean(jnp.exp(-foot_err2 / c.sigma_foot_pos**2)),
+            "foot_yaw": c.w_foot_yaw
+            * jnp.mean(jnp.exp(-jnp.square(yaw_err) / c.sigma_foot_yaw**2)),  # noqa: E501
+            "base_vel": c.w_base_vel * jnp.exp(-vel_err2 / c.sigma_base_vel**2),
+            "leg_pos": c.w_leg_pos * jnp.exp(-jnp.sum(jnp.square(dq[legs])) / c.sigma_leg_pos**2),  # noqa: E501
+            "leg_vel": c.w_leg_vel * jnp.exp(-jnp.sum(jnp.square(qd[legs])) / c.sigma_leg_vel**2),  # noqa: E501
+            "leg_action_rate": ramp(c.w_leg_action_rate, c.w_leg_action_rate_final)
+            * jnp.sum(rate2[legs]),  # noqa: E501
+            "leg_acc": ramp(c.w_leg_acc, c.w_leg_acc_final) * jnp.sum(jnp.square(acc[legs])),
+            "leg_torque_limit": c.w_leg_torque_limit * jnp.sum(over_tau[legs]),
+            "leg_joint_limit": c.w_leg_joint_limit * jnp.sum(over_q[legs]),
+            "ankle_posture": c.w_ankle_posture * jnp.sum(jnp.square(dq[ankles])),
+            "orientation": c.w_orientation
+            * jnp.exp(-jnp.sum(jnp.square(f.gravity[:2])) / c.sigma_orientation**2),  # noqa: E501
+            "air_time": c.w_air_time * moving * jnp.sum((air - c.air_time_target) * touchdown),
+            "base_height": c.w_base_height * jnp.square(out),
+        }
         pos_err, rot_err = self._hand_errors(f, command)
         e_pos = jnp.linalg.norm(pos_err, axis=1)  # [2]
         e_rot = jnp.linalg.norm(rot_err, axis=1)
         sp = jnp.asarray(c.sigma_hand_pos)[:, None]
         sr = jnp.asarray(c.sigma_hand_rot)[:, None]
-        upper = (
-            c.w_hand_pos * jnp.sum(jnp.mean(jnp.exp(-jnp.square(e_pos) / sp**2), axis=1))
-            + c.w_hand_rot * jnp.sum(jnp.mean(jnp.exp(-jnp.square(e_rot) / sr**2), axis=1))
-            + c.w_arm_posture * jnp.sum(jnp.abs(dq[arms]))
-            + ramp(c.w_arm_action_rate, c.w_arm_action_rate_final) * jnp.sum(rate2[arms])
-            + ramp(c.w_arm_vel, c.w_arm_vel_final) * jnp.sum(jnp.square(qd[arms]))
-            + ramp(c.w_arm_acc, c.w_arm_acc_final) * jnp.sum(jnp.square(acc[arms]))
-            + c.w_hand_acc * jnp.sum(jnp.square(hand_acc))
-            + c.w_arm_torque_limit * jnp.sum(over_tau[arms])
-            + c.w_arm_joint_limit * jnp.sum(over_q[arms])
-        )  # fmt: skip
-        parts = {"foot_err": jnp.mean(jnp.sqrt(foot_err2)), "vel_err": jnp.sqrt(vel_err2)}
-        return c.reward_scale * (lower + upper), parts
+        upper = {
+            "hand_pos": c.w_hand_pos
+            * jnp.sum(jnp.mean(jnp.exp(-jnp.square(e_pos) / sp**2), axis=1)),  # noqa: E501
+            "hand_rot": c.w_hand_rot
+            * jnp.sum(jnp.mean(jnp.exp(-jnp.square(e_rot) / sr**2), axis=1)),  # noqa: E501
+            "arm_posture": c.w_arm_posture * jnp.sum(jnp.abs(dq[arms])),
+            "arm_action_rate": ramp(c.w_arm_action_rate, c.w_arm_action_rate_final)
+            * jnp.sum(rate2[arms]),  # noqa: E501
+            "arm_vel": ramp(c.w_arm_vel, c.w_arm_vel_final) * jnp.sum(jnp.square(qd[arms])),
+            "arm_acc": ramp(c.w_arm_acc, c.w_arm_acc_final) * jnp.sum(jnp.square(acc[arms])),
+            "hand_acc": c.w_hand_acc * jnp.sum(jnp.square(hand_acc)),
+            "arm_torque_limit": c.w_arm_torque_limit * jnp.sum(over_tau[arms]),
+            "arm_joint_limit": c.w_arm_joint_limit * jnp.sum(over_q[arms]),
+        }
+        terms = {k: c.reward_scale * v for k, v in {**lower, **upper}.items()}
+        assert tuple(terms) == REWARD_TERMS
+        parts = {"foot_err": jnp.mean(jnp.sqrt(foot_err2)), "vel_err": jnp.sqrt(vel_err2),
+                 "terms": terms}  # fmt: skip
+        total = sum(terms.values())
+        return (jnp.maximum(total, 0.0) if c.only_positive_rewards else total), parts
 
     def _metrics(self, f: Features, command, task: TaskState, foot_err, vel_err):
         pos_err, rot_err = self._hand_errors(f, command)
@@ -591,11 +634,28 @@ class HumanoidEnv:
 
     # -- contract: commands ----------------------------------------------------------------
     def with_command(self, state: EnvState, command) -> EnvState:
+        """Sets the command; with the IK arm prior, also the arm PD targets that put the hands
+        at the commanded poses (warm-started from the previous ones)."""
         command = jnp.clip(command, self.command_low, self.command_high)
         f = self.features(state.data)
-        obs, priv = self._observe(state.data, f, command, state.last_action, state.task,
+        task = state.task
+        if self.cfg.arm_prior == "ik":
+            task = task.replace(arm_ref=self.arm_prior(f, command, task.arm_ref))
+        obs, priv = self._observe(state.data, f, command, state.last_action, task,
                                   state.step_count)  # fmt: skip
-        return state.replace(command=command, obs=obs, privileged_obs=priv)
+        return state.replace(command=command, obs=obs, privileged_obs=priv, task=task)
+
+    def arm_prior(self, f: Features, command, q0) -> jax.Array:
+        """[14] arm joints putting both grasp sites at the commanded hand poses (heading frame
+        -> pelvis frame at the current pelvis orientation), IK started from ``q0`` [14]."""
+        to_pelvis = f.base_rot.T @ f.heading
+        arms = []
+        for side in range(2):
+            pose = command[3 + 6 * side : 9 + 6 * side]
+            arms.append(self.arm_ik(side, q0[7 * side : 7 * side + 7], to_pelvis @ pose[:3],
+                                    to_pelvis @ rotvec_to_mat(pose[3:]),
+                                    self.cfg.ik_iterations))  # fmt: skip
+        return jnp.concatenate(arms)
 
     def with_reward_curriculum(self, state: EnvState, level) -> EnvState:
         """Sets the reward curriculum level in [0, 1] (paper: penalty weights ramp up)."""
@@ -641,6 +701,7 @@ class HumanoidEnv:
             payload=z2, friction=jnp.asarray(float(np.mean(self.cfg.floor_friction))),
             push_force=jnp.zeros(3), push_start=jnp.zeros((), jnp.int32),
             push_end=jnp.zeros((), jnp.int32), reward_curriculum=jnp.zeros(()),
+            arm_ref=jnp.asarray(self._default[NL : NL + NA], jnp.float32),
         )  # fmt: skip
 
     def is_success(self, data, task: TaskState) -> jax.Array:
@@ -673,20 +734,13 @@ class HumanoidEnv:
 
     def reference_action(self, state: EnvState):
         """Hand-written controller: legs hold the default pose (no hand-written walking), arms
-        track the commanded hand poses by IK, grippers follow the command."""
-        c = self.cfg
+        track the commanded hand poses by IK (with the IK arm prior: the zero residual)."""
+        if self.cfg.arm_prior == "ik":
+            return jnp.zeros(self.action_size)
         f = self.features(state.data)
-        cmd = state.command
-        to_pelvis = f.base_rot.T @ f.heading  # heading frame -> pelvis frame
-        arms = []
-        for side in range(2):
-            pose = cmd[3 + 6 * side : 9 + 6 * side]
-            q0 = f.q[NL + 7 * side : NL + 7 * side + 7]
-            q = self.arm_ik(side, q0, to_pelvis @ pose[:3] + jnp.array([0.0, 0.0, 0.0]),
-                            to_pelvis @ rotvec_to_mat(pose[3:]))  # fmt: skip
-            arms.append(q)
-        off = (jnp.concatenate(arms) - self._default[NL : NL + NA]) / c.arm_action_scale
-        return jnp.clip(jnp.concatenate([jnp.zeros(NL), off, cmd[15:17]]), -1.0, 1.0)
+        q = self.arm_prior(f, state.command, f.q[NL : NL + NA])
+        off = (q - self._default[NL : NL + NA]) / self.cfg.arm_action_scale
+        return jnp.clip(jnp.concatenate([jnp.zeros(NL), off]), -1.0, 1.0)
 
 
 def _factory(task: TaskSpec):

@@ -7,6 +7,15 @@ from dataclasses import dataclass
 
 from refine_dp_jax.errors import ConfigError
 
+# Fields that define what an LLC's observations and actions mean: an LLC trained with one
+# value does not fit an env with another (``refine_dp_jax.policy_store`` checks them).
+INTERFACE_FIELDS = (
+    "physics_dt", "substeps", "hard_joint_limits", "leg_action_scale", "arm_prior",
+    "arm_action_scale", "ik_iterations", "vx_range", "vy_range", "yaw_rate_range",
+    "hand_x_range", "hand_y_range", "hand_z_range", "hand_rot_range", "step_period",
+    "nominal_foot_width", "min_foot_width", "swing_height",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class HumanoidConfig:
@@ -24,7 +33,13 @@ class HumanoidConfig:
 
     # -- LLC action ---------------------------------------------------------------------------
     leg_action_scale: float = 0.25  # rad per unit leg action (unitree_rl_gym G1 uses 0.25)
-    arm_action_scale: float = 1.0  # rad per unit arm action (arms must reach the workspace)
+    # Arm prior: "ik" = the arm PD targets are the damped-least-squares IK solution of the
+    # commanded hand poses (recomputed at every command, warm-started from the last one) plus
+    # the LLC's residual; "none" = the default pose plus the LLC's offset (then the arms must
+    # learn to reach the workspace: use an arm_action_scale near 1 rad).
+    arm_prior: str = "ik"
+    arm_action_scale: float = 0.3  # rad per unit arm action (residual around the prior)
+    ik_iterations: int = 6  # IK iterations per command (warm-started)
 
     # -- command range (the DP's action space), body (heading) frame --------------------------
     vx_range: tuple[float, float] = (-0.4, 0.8)  # m/s
@@ -36,6 +51,10 @@ class HumanoidConfig:
     hand_rot_range: float = 1.6  # rad, bound of each hand rotation-vector component
     command_stand_prob: float = 0.25  # sample_command: share of zero base-velocity commands
     command_arm_spread: float = 0.8  # sample_command: joint-space spread of hand targets (rad)
+    # LLC training moves the hand commands toward each new random target at these rates (the
+    # DP plans smooth hand paths; a jump would train on accelerations no task asks for)
+    command_hand_speed: float = 0.5  # m/s
+    command_hand_turn_rate: float = 2.0  # rad/s per rotation-vector component
 
     # -- footstep planner (refine_dp_jax.planners.footsteps) ----------------------------------
     step_period: float = 0.4  # s per step
@@ -85,6 +104,10 @@ class HumanoidConfig:
     w_arm_joint_limit: float = -4.0
     soft_limit_fraction: float = 0.95  # joint-limit penalties start at this share of the range
     reward_scale: float = 0.05  # overall multiplier of the summed reward (legged_gym uses dt)
+    # Clip the summed reward at 0 (legged_gym's only_positive_rewards): early in training the
+    # penalties (hand acceleration from exploration noise above all) outweigh the tracking
+    # terms, and a negative reward per step would make falling (ending the episode) pay.
+    only_positive_rewards: bool = True
 
     # -- termination --------------------------------------------------------------------------
     min_base_height: float = 0.45  # m, pelvis above the mean sole height: below = fallen
@@ -141,6 +164,10 @@ class HumanoidConfig:
             raise ConfigError("humanoid: command ranges must have low < high")
         if not 0.0 <= self.payload_prob <= 1.0 or not 0.0 <= self.arm_randomization_prob <= 1.0:
             raise ConfigError("humanoid: probabilities must lie in [0, 1]")
+        if self.arm_prior not in ("ik", "none"):
+            raise ConfigError(f"humanoid: arm_prior = {self.arm_prior!r}: one of 'ik', 'none'")
+        if self.ik_iterations < 1 or self.arm_action_scale <= 0 or self.leg_action_scale <= 0:
+            raise ConfigError("humanoid: ik_iterations >= 1, action scales > 0")
         if self.solver_iterations < 1 or self.ls_iterations < 1:
             raise ConfigError("humanoid: solver_iterations and ls_iterations must be >= 1")
 

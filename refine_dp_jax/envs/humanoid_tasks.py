@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 import mujoco
+import numpy as np
 
 from refine_dp_jax.envs.humanoid_config import HumanoidConfig
 from refine_dp_jax.robots.humanoid import (
@@ -443,9 +444,50 @@ def _platform_expert(env, state, f: Features):
     return finish(env, state, cmd)
 
 
+# -- robot only: the LLC environment shared by all tasks ---------------------------------------
+def _llc_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    """Floor + robot, nothing else (the cheapest scene: LLC training). A site marks the
+    origin (the DP observation's "object")."""
+    spec = robot_scene("humanoid_llc", p, o)
+    site = spec.worldbody.add_site()
+    site.name = "origin"
+    site.size = np.array([0.01, 0.01, 0.01])
+    site.rgba = np.array([0.0, 0.0, 0.0, 0.0])
+    return spec
+
+
+def _llc_place(env, key, qpos):
+    return qpos, jnp.zeros(3)
+
+
+def _llc_expert(env, state, f: Features):
+    """Stand still with the hands at the ready poses and the grippers open."""
+    cmd = compose(jnp.zeros(3), env.ready_hands[0], env.ready_hands[1], -jnp.ones(2))
+    return finish(env, state, cmd)
+
+
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
+        TaskSpec(
+            name="humanoid_llc",
+            defaults=(
+                ("episode_seconds", 10.0),
+                ("start_distance", (0.0, 0.0)),
+                ("start_angle", 0.0),
+                ("start_heading", 3.14159),
+            ),
+            build_scene=_llc_scene,
+            object_site="origin",
+            object_joint=None,
+            anchor=lambda c: (0.0, 0.0),
+            approach_yaw=0.0,
+            place=_llc_place,
+            condition=lambda env, f, task: jnp.zeros((), bool),
+            hold_seconds=lambda c: 0.0,
+            dropped=_never,
+            expert=_llc_expert,
+        ),
         TaskSpec(
             name="humanoid_box_pickup",
             defaults=(("episode_seconds", 15.0),),

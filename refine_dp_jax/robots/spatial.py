@@ -89,10 +89,11 @@ def mat_to_rotvec(r: jax.Array) -> jax.Array:
 
 
 def rot_error(r_cur: jax.Array, r_ref: jax.Array) -> jax.Array:
-    """Smooth orientation error for IK: vee(skew part of R_ref R_cur^T) = sin(angle) * axis,
-    in the world frame; zero when aligned, no singularity (unlike the log map)."""
-    e = r_ref @ r_cur.T
-    return 0.5 * jnp.array([e[2, 1] - e[1, 2], e[0, 2] - e[2, 0], e[1, 0] - e[0, 1]])
+    """Orientation error for IK: 2 sin(angle / 2) * axis of R_ref R_cur^T (twice the vector
+    part of its quaternion, w >= 0), in the world frame. Zero when aligned and growing up to
+    angle = pi. (The skew part of R_ref R_cur^T, sin(angle) * axis, vanishes again at pi:
+    IK that descends it can stop at a hand turned half a turn the wrong way.)"""
+    return 2.0 * mat_to_quat(r_ref @ r_cur.T)[1:]
 
 
 def yaw_of(r: jax.Array) -> jax.Array:

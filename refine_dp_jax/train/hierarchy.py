@@ -25,7 +25,7 @@ from flax import struct
 from refine_dp_jax.envs.base import Env, EnvState, denormalize_command
 from refine_dp_jax.envs.wrappers import history_init, history_push, reset_where, select
 from refine_dp_jax.train.gaussian_ppo import GaussianLearner, GaussianPPO
-from refine_dp_jax.train.llc import LLCTransition
+from refine_dp_jax.train.llc import LLCTransition, with_reward_level
 
 
 @struct.dataclass
@@ -86,6 +86,7 @@ def make_hier_rollout(
     -> (hstate, decisions [T,B], llc_transitions [T*Ta_exec*hold, B] or None)."""
     v_step = jax.vmap(env.step)
     v_with = jax.vmap(env.with_command)
+    v_level = with_reward_level(env)  # the LLC's rewards at the curriculum's final weights
     v_dpobs = jax.vmap(env.dp_observation)
     v_reset_where = jax.vmap(lambda s, m, c: reset_where(env, s, m, c), in_axes=(0, 0, None))
     hand_key = "hand_err"
@@ -110,7 +111,7 @@ def make_hier_rollout(
             def command_step(carry, inp):
                 s, alive, hist, acc = carry
                 cmd, kc = inp
-                s = v_with(s, cmd)
+                s = v_level(v_with(s, cmd), 1.0)
 
                 def llc_step(carry, kl):
                     s, alive, acc = carry

@@ -37,11 +37,25 @@ class LLCConfig:
     rollout_steps: int = 32  # T LLC steps per PPO iteration
     iterations: int = 150
     command_hold_steps: int = 20  # a random command is held this many LLC steps on average
+    # The base-velocity part of the command (the env's ``velocity_command_size`` leading
+    # entries) is redrawn on its own timer, held this many LLC steps on average (the tasks
+    # hold a walking velocity for seconds); 0: redrawn with the rest of the command.
+    velocity_hold_steps: int = 0
+    # Reward curriculum (envs with ``with_reward_curriculum``: the paper's penalty weights
+    # ramp from their initial to their final values): level = iteration / this, capped at 1;
+    # 0: the final weights from the first iteration. Logged as ``reward_curriculum``.
+    reward_curriculum_iterations: int = 0
+    # Humanoid LLCs: episodes of the LLC evaluation at the end of the stage (llc/eval.json,
+    # train/llc_eval.py); 0: none.
+    eval_episodes: int = 0
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self):
         check_fields(self, {"num_envs": ONE_PLUS, "rollout_steps": ONE_PLUS,
-                            "iterations": NONNEG, "command_hold_steps": ONE_PLUS})  # fmt: skip
+                            "iterations": NONNEG, "command_hold_steps": ONE_PLUS,
+                            "velocity_hold_steps": NONNEG,
+                            "reward_curriculum_iterations": NONNEG,
+                            "eval_episodes": NONNEG})  # fmt: skip
 
 
 class LLCTransition(NamedTuple):
@@ -63,9 +77,64 @@ class LLCTransition(NamedTuple):
 class LLCTrainState:
     learner: GaussianLearner
     env_state: EnvState  # [B]
+    cmd_target: jax.Array  # [B, Dc] random command the command moves toward
     cmd_timer: jax.Array  # [B] int32 steps until the next random command
+    vel_timer: jax.Array  # [B] int32 steps until the next random base velocity
     curriculum: jax.Array  # [] reset range scale
+    iteration: jax.Array  # [] int32 PPO iterations done (drives the reward curriculum)
     key: jax.Array
+
+
+def reward_curriculum_level(cfg: LLCConfig, iteration) -> jax.Array:
+    """[] the reward curriculum level of PPO iteration ``iteration`` (see LLCConfig)."""
+    n = cfg.reward_curriculum_iterations
+    if n == 0:
+        return jnp.float32(1.0)
+    return jnp.minimum(jnp.asarray(iteration, jnp.float32) / n, 1.0)
+
+
+def with_reward_level(env: Env) -> Callable:
+    """vmapped (states [B], level []) -> states, for envs with a reward curriculum (else the
+    identity)."""
+    if not hasattr(env, "with_reward_curriculum"):
+        return lambda s, level: s
+    return jax.vmap(env.with_reward_curriculum, in_axes=(0, None))
+
+
+def command_schedule(env: Env, num_envs: int, hold_steps: int, velocity_hold_steps: int):
+    """Random commands as LLC training (and its evaluation) sees them: a new random target
+    every ``hold_steps`` LLC steps on average (uniform in [hold/2, 3 hold/2]), its base
+    velocity part (the env's ``velocity_command_size`` leading entries) on its own timer when
+    ``velocity_hold_steps`` > 0; the command moves toward the target by at most the env's
+    ``command_max_step`` per step (a jump where the env has none).
+
+    Returns ``next(keys (3,), state [B], target, timer, vtimer) -> (command, target, timer,
+    vtimer, new_target [B] bool)``; the keys draw the commands, the hold and the velocity
+    hold."""
+    b = num_envs
+    nv = getattr(env, "velocity_command_size", 0) if velocity_hold_steps > 0 else 0
+    is_vel = jnp.arange(env.command_size) < nv  # [Dc] entries on the velocity timer
+    max_step = getattr(env, "command_max_step", None)
+    v_cmd = jax.vmap(env.sample_command)
+
+    def draw(key, mean):
+        return jax.random.randint(key, (b,), mean // 2, mean * 3 // 2 + 1)
+
+    def next_command(keys, s, target, timer, vtimer):
+        kc, kt, kv = keys
+        fresh = v_cmd(jax.random.split(kc, b), s)
+        new = timer <= 0
+        new_v = vtimer <= 0 if nv else new
+        new_entry = jnp.where(is_vel[None, :], new_v[:, None], new[:, None])  # [B, Dc]
+        target = jnp.where(new_entry, fresh, target)
+        cmd = target
+        if max_step is not None:
+            cmd = s.command + jnp.clip(target - s.command, -max_step, max_step)
+        timer = jnp.where(new, draw(kt, hold_steps), timer) - 1
+        vtimer = jnp.where(new_v, draw(kv, max(velocity_hold_steps, 1)), vtimer) - 1
+        return cmd, target, timer, vtimer, new
+
+    return next_command
 
 
 def make_llc_ppo(env: Env, cfg: LLCConfig, num_samples: int | None = None) -> GaussianPPO:
@@ -110,30 +179,34 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
     ppo = make_llc_ppo(env, cfg, b * t_len)
     v_reset = jax.vmap(env.reset, in_axes=(0, None))
     v_step = jax.vmap(env.step)
-    v_cmd = jax.vmap(env.sample_command)
     v_with = jax.vmap(env.with_command)
     v_reset_where = jax.vmap(lambda s, m, c: reset_where(env, s, m, c), in_axes=(0, 0, None))
+    v_level = with_reward_level(env)
+    next_command = command_schedule(env, b, cfg.command_hold_steps, cfg.velocity_hold_steps)
 
     def init(key) -> LLCTrainState:
         k_env, k_l, k = jax.random.split(key, 3)
+        s0 = v_reset(jax.random.split(k_env, b), jnp.float32(1.0))
         return LLCTrainState(
             learner=ppo.init(k_l),
-            env_state=v_reset(jax.random.split(k_env, b), jnp.float32(1.0)),
+            env_state=s0,
+            cmd_target=s0.command,
             cmd_timer=jnp.zeros((b,), jnp.int32),
+            vel_timer=jnp.zeros((b,), jnp.int32),
             curriculum=jnp.float32(1.0),
+            iteration=jnp.zeros((), jnp.int32),
             key=k,
         )
 
     def rollout(state: LLCTrainState, key):
+        level = reward_curriculum_level(cfg, state.iteration)
+
         def one(carry, k):
-            s, timer = carry
+            s, target, timer, vtimer = carry
             kc, kt, ka = jax.random.split(k, 3)
-            fresh = v_cmd(jax.random.split(kc, b), s)
-            new = timer <= 0
-            s = v_with(s, jnp.where(new[:, None], fresh, s.command))
-            hold = jax.random.randint(kt, (b,), cfg.command_hold_steps // 2,
-                                      cfg.command_hold_steps * 3 // 2 + 1)  # fmt: skip
-            timer = jnp.where(new, hold, timer) - 1
+            keys = (kc, kt, jax.random.fold_in(kt, 1))
+            cmd, target, timer, vtimer, _ = next_command(keys, s, target, timer, vtimer)
+            s = v_level(v_with(s, cmd), level)
             a, logp = ppo.act(state.learner, s.obs, ka)
             nxt = v_step(s, a)
             tr = LLCTransition(
@@ -146,25 +219,32 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
             info = {"nonfinite": nxt.nonfinite, "done": nxt.done, **nxt.metrics}
             nxt = v_reset_where(nxt, nxt.done, state.curriculum)
             timer = jnp.where(tr.done > 0.5, 0, timer)
-            return (nxt, timer), (tr, info)
+            vtimer = jnp.where(tr.done > 0.5, 0, vtimer)
+            target = jnp.where(tr.done[:, None] > 0.5, nxt.command, target)
+            return (nxt, target, timer, vtimer), (tr, info)
 
-        (s, timer), (tr, info) = jax.lax.scan(
-            one, (state.env_state, state.cmd_timer), jax.random.split(key, t_len)
+        carry = (state.env_state, state.cmd_target, state.cmd_timer, state.vel_timer)
+        (s, target, timer, vtimer), (tr, info) = jax.lax.scan(
+            one, carry, jax.random.split(key, t_len)
         )
-        return s, timer, tr, info
+        return s, target, timer, vtimer, tr, info, level
 
     def train_step(state: LLCTrainState):
         key, k_roll, k_up = jax.random.split(state.key, 3)
-        env_state, timer, tr, info = rollout(state, k_roll)
+        env_state, target, timer, vtimer, tr, info, level = rollout(state, k_roll)
         learner, metrics = llc_learn(ppo, state.learner, tr, cfg.ppo, k_up)
         metrics = {
             **metrics,
             "reward": jnp.mean(tr.reward),
             "episodes": jnp.sum(info["done"]),
             "nonfinite_resets": jnp.sum(info["nonfinite"]),
+            "terminations": jnp.sum(tr.terminated) / b,  # per env: falls, failures, successes
+            "reward_curriculum": level,
             **{k: jnp.mean(v) for k, v in info.items() if k not in ("done", "nonfinite")},
         }
-        return LLCTrainState(learner, env_state, timer, state.curriculum, key), metrics
+        new = LLCTrainState(learner, env_state, target, timer, vtimer, state.curriculum,
+                            state.iteration + 1, key)  # fmt: skip
+        return new, metrics
 
     return init, train_step, ppo
 

@@ -1,0 +1,154 @@
+"""A trained LLC as a small, committable, pickle-free artifact, and its checked loader.
+
+``save_llc(folder, parts, learner, command)`` writes
+- ``llc.npz``: the actor and critic parameters and the input-normalization statistics
+  (float32 arrays named by their path in the learner; no optimizer state);
+- ``llc.json``: what the arrays were trained for: the environment, the robot (a digest of its
+  build parameters and joint order), the observation / action / command sizes, the env config
+  fields that define the LLC's interface (``env.interface()``: rates, action scales, arm
+  prior, command ranges, footstep planner), the LLC config (networks, PPO), the command that
+  made it, and the sha256 of ``llc.npz``.
+
+``load_llc(folder, parts)`` refuses, in one line naming the difference, a folder that is
+missing or incomplete, an ``llc.npz`` whose checksum does not match (corrupted or replaced),
+and a checkpoint made for another robot, interface or network; else it returns a learner of
+``parts.llc_ppo`` (fresh optimizer state) holding the stored arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from refine_dp_jax.errors import ConfigError, CorruptArtifactError
+
+FORMAT = "refine_dp_jax.llc/1"
+NPZ, META = "llc.npz", "llc.json"
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _stored(learner) -> dict[str, Any]:
+    """The learner's parts that a policy needs: parameters and normalizer statistics."""
+    return {"params": learner.params, "actor_stats": learner.actor_stats,
+            "critic_stats": learner.critic_stats}  # fmt: skip
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+
+
+def robot_signature(env) -> str:
+    """sha256 of the robot's build parameters and joint order (envs that have a robot)."""
+    params = getattr(env, "params", None)
+    body = {"params": dataclasses.asdict(params) if dataclasses.is_dataclass(params) else None,
+            "joints": list(getattr(env, "joint_names", []))}  # fmt: skip
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def describe(parts) -> dict:
+    """What a stored LLC must agree with to be loaded by ``parts``."""
+    env, cfg = parts.env, parts.cfg
+    interface = env.interface() if hasattr(env, "interface") else {}
+    return {
+        "robot": robot_signature(env),
+        "sizes": {
+            "observation": env.observation_size,
+            "privileged_observation": env.privileged_observation_size,
+            "action": env.action_size,
+            "command": env.command_size,
+        },  # fmt: skip
+        "interface": json.loads(json.dumps(interface)),
+        "networks": {
+            "actor_hidden": list(cfg.llc.ppo.actor_hidden),
+            "critic_hidden": list(cfg.llc.ppo.critic_hidden),
+            "normalize_inputs": cfg.llc.ppo.normalize_inputs,
+        },  # fmt: skip
+    }
+
+
+def save_llc(folder: str, parts, learner, command: str = "", extra: dict | None = None) -> dict:
+    """Writes ``llc.npz`` then ``llc.json`` (see the module docstring); returns the record."""
+    os.makedirs(folder, exist_ok=True)
+    arrays = _flat(_stored(jax.device_get(learner)))
+    tmp = os.path.join(folder, NPZ + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, os.path.join(folder, NPZ))
+    record = {
+        "format": FORMAT,
+        "env": parts.env.name,
+        **describe(parts),
+        "llc_config": json.loads(json.dumps(dataclasses.asdict(parts.cfg.llc), default=list)),
+        "command": command,
+        "arrays": {k: list(v.shape) for k, v in arrays.items()},
+        "sha256": _sha256(os.path.join(folder, NPZ)),
+        **(extra or {}),
+    }
+    tmp = os.path.join(folder, META + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, os.path.join(folder, META))
+    return record
+
+
+def _diff(a, b, prefix: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{prefix}{k} is {'missing' if k not in a else 'unexpected'} here"
+            if (d := _diff(a[k], b[k], f"{prefix}{k}.")) is not None:
+                return d
+        return None
+    return None if a == b else f"{prefix[:-1]}: stored {a!r}, here {b!r}"
+
+
+def load_llc(folder: str, parts):
+    """The stored LLC as a learner of ``parts.llc_ppo`` (see the module docstring)."""
+    npz, meta = os.path.join(folder, NPZ), os.path.join(folder, META)
+    for p in (meta, npz):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"LLC checkpoint {folder}: {os.path.basename(p)} is missing")
+    with open(meta) as f:
+        try:
+            record = json.load(f)
+        except json.JSONDecodeError as e:
+            raise CorruptArtifactError(f"LLC checkpoint {meta} is not valid JSON ({e})") from None
+    if record.get("format") != FORMAT:
+        raise CorruptArtifactError(f"{meta}: format {record.get('format')!r}, expected {FORMAT}")
+    if _sha256(npz) != record.get("sha256"):
+        raise CorruptArtifactError(
+            f"LLC checkpoint {npz} does not match its checksum in {META} (corrupted or replaced)"
+        )
+    here = describe(parts)
+    stored = {k: record.get(k) for k in here}
+    if stored["robot"] != here["robot"]:
+        raise ConfigError(
+            f"LLC checkpoint {folder} was trained for another robot (env {record.get('env')}): "
+            "its robot parameters or joint order differ from this environment's"
+        )
+    if (d := _diff(stored, here, "")) is not None:
+        raise ConfigError(f"LLC checkpoint {folder} does not fit this experiment: {d}")
+    template = parts.llc_ppo.init(jax.random.PRNGKey(0))
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = dict(z)
+    paths = jax.tree_util.tree_leaves_with_path(_stored(template))
+    leaves = []
+    for k, v in paths:
+        name = jax.tree_util.keystr(k)
+        if name not in arrays or arrays[name].shape != np.shape(v):
+            got = arrays[name].shape if name in arrays else "missing"
+            raise ConfigError(f"LLC checkpoint {folder}: {name} is {got}, expected {np.shape(v)}")
+        leaves.append(jnp.asarray(arrays[name], dtype=jnp.asarray(v).dtype))
+    tree = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(_stored(template)), leaves)
+    return template.replace(**tree)

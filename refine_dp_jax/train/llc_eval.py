@@ -1,0 +1,110 @@
+"""Evaluation of a humanoid LLC on its own task: standing (or walking) while tracking random
+commands, as in its training, with the deterministic policy.
+
+Each of B envs runs one episode of ``env.episode_steps`` LLC steps from a randomized reset
+(the env's domain randomization: payloads, pushes, friction, arm configuration). Commands
+follow LLC training's schedule: a new random target every 1-3 s (``hold_steps`` on average),
+hand poses moving toward it at the env's rates, grippers and base velocity switching. Measured:
+
+- fall rate: share of episodes that end in a fall (or a non-finite state) before the limit;
+- hand position / orientation error, both hands, at the steps where the hand command has not
+  moved for at least ``settle_seconds`` (holding a pose), median and 90th percentile, plus
+  the median over all steps (moving targets included);
+- gripper command followed: share of (step, hand) pairs, ``settle_seconds`` after a gripper
+  change, whose finger opening is on the commanded side of half travel;
+- mean episode length, pelvis height.
+Steps after a fall do not count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
+                  velocity_hold_steps: int = 0, settle_seconds: float = 0.5):  # fmt: skip
+    """Returns ``run(params, key) -> dict of [T, B] arrays`` (jitted), where ``policy(params,
+    obs [B, Do]) -> action [B, Da]`` (deterministic). ``params = None`` with ``policy =
+    zero_policy(env)`` evaluates the arm prior alone (zero residual). Commands follow LLC
+    training's schedule (``train.llc.command_schedule``)."""
+    from refine_dp_jax.train.llc import command_schedule
+
+    b, t_len = num_envs, env.episode_steps
+    settle = int(round(settle_seconds / env.dt))
+    v_reset = jax.vmap(env.reset, in_axes=(0, None))
+    v_step, v_with = jax.vmap(env.step), jax.vmap(env.with_command)
+    v_feat = jax.vmap(env.features)
+    next_command = command_schedule(env, b, hold_steps, velocity_hold_steps)
+
+    def errors(s):
+        f = v_feat(s.data)
+        pos, rot = jax.vmap(env._hand_errors)(f, s.command)
+        opening = 2.0 * (1.0 - f.grip / env.params.finger_stroke) - 1.0  # +1 closed
+        return jnp.linalg.norm(pos, axis=-1), jnp.linalg.norm(rot, axis=-1), opening
+
+    @jax.jit
+    def run(params, key):
+        k_reset, k_run = jax.random.split(key)
+        s = v_reset(jax.random.split(k_reset, b), 1.0)
+        zeros = jnp.zeros((b,), jnp.int32)
+
+        def one(carry, k):
+            s, alive, target, timer, vtimer, still, since_grip = carry
+            cmd, target, timer, vtimer, _ = next_command(jax.random.split(k, 3), s, target,
+                                                         timer, vtimer)  # fmt: skip
+            moved = jnp.any(jnp.abs(cmd[:, 3:15] - s.command[:, 3:15]) > 1e-6, axis=1)
+            grip_changed = jnp.any(cmd[:, -2:] != s.command[:, -2:], axis=1)
+            s = v_with(s, cmd)
+            still = jnp.where(moved, 0, still + 1)  # steps the hand command has not moved
+            since_grip = jnp.where(grip_changed, 0, since_grip + 1)
+            nxt = v_step(s, policy(params, s.obs))
+            e_pos, e_rot, opening = errors(nxt)
+            fell = nxt.done * (1.0 - nxt.truncated) * alive
+            out = dict(
+                alive=alive, fell=fell, e_pos=e_pos, e_rot=e_rot,
+                grip_ok=(opening * s.command[:, -2:] > 0.0).astype(jnp.float32),
+                hand_settled=(still >= settle).astype(jnp.float32),
+                grip_settled=(since_grip >= settle).astype(jnp.float32),
+                height=nxt.metrics["base_height"],
+            )  # fmt: skip
+            alive = alive * (1.0 - nxt.done)
+            return (nxt, alive, target, timer, vtimer, still, since_grip), out
+
+        carry = (s, jnp.ones((b,)), s.command, zeros, zeros, zeros, zeros)
+        _, outs = jax.lax.scan(one, carry, jax.random.split(k_run, t_len))
+        return outs
+
+    return run
+
+
+def zero_policy(env) -> Callable:
+    """The zero residual: the arm prior and the default leg pose."""
+    return lambda params, obs: jnp.zeros((obs.shape[0], env.action_size))
+
+
+def summarize(outs: dict, dt: float) -> dict:
+    """Scalar metrics (see the module docstring) from ``run``'s [T, B] arrays; ``dt``: s per
+    LLC step."""
+    o = {k: np.asarray(v) for k, v in outs.items()}
+    alive = o["alive"] > 0.5  # [T, B]
+    hand = alive & (o["hand_settled"] > 0.5)
+    grip = alive & (o["grip_settled"] > 0.5)
+    pos, rot = o["e_pos"][hand], o["e_rot"][hand]  # [N, 2] -> flattened per hand below
+    length = alive.sum(0)
+    return {
+        "episodes": int(alive.shape[1]),
+        "fall_rate": float(o["fell"].sum(0).clip(0, 1).mean()),
+        "episode_seconds_mean": float(length.mean() * dt),
+        "hand_pos_err_median": float(np.median(pos)),
+        "hand_pos_err_p90": float(np.percentile(pos, 90)),
+        "hand_pos_err_median_all_steps": float(np.median(o["e_pos"][alive])),
+        "hand_rot_err_median": float(np.median(rot)),
+        "hand_rot_err_p90": float(np.percentile(rot, 90)),
+        "hand_rot_err_median_all_steps": float(np.median(o["e_rot"][alive])),
+        "gripper_followed": float(o["grip_ok"][grip].mean()),
+        "base_height_mean": float(o["height"][alive].mean()),
+    }

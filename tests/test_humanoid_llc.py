@@ -1,0 +1,137 @@
+"""The robot-only humanoid LLC environment and its training plumbing: the command schedule
+(held, rate-limited hand targets; velocity on its own timer), the reward curriculum, the IK
+arm prior, the stored-LLC loader's refusals.
+
+Nothing here compiles a physics rollout (tests/test_envs.py does, for every registered env).
+"""
+
+import json
+import os
+import shutil
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import experiments
+from refine_dp_jax import envs, pipeline
+from refine_dp_jax.config import replace
+from refine_dp_jax.errors import ConfigError, CorruptArtifactError
+from refine_dp_jax.policy_store import load_llc, save_llc
+from refine_dp_jax.robots.humanoid import arm_fk
+from refine_dp_jax.robots.spatial import mat_to_rotvec, rot_error, rotvec_to_mat
+from refine_dp_jax.train.llc import LLCConfig, command_schedule, reward_curriculum_level
+
+
+def test_reward_curriculum_level_ramps_then_holds():
+    cfg = LLCConfig(reward_curriculum_iterations=4)
+    levels = [float(reward_curriculum_level(cfg, i)) for i in range(7)]
+    np.testing.assert_allclose(levels, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    assert float(reward_curriculum_level(LLCConfig(), 0)) == 1.0  # 0: final weights at once
+
+
+class _S(NamedTuple):
+    command: jax.Array
+
+
+class _FakeEnv:
+    """Commands [vx, vy, wz, hand x]: velocity on its own timer, the hand rate-limited."""
+
+    command_size, velocity_command_size = 4, 3
+    command_max_step = jnp.array([1e3, 1e3, 1e3, 0.01])
+
+    def sample_command(self, key, state):
+        return jax.random.uniform(key, (4,), minval=-1.0, maxval=1.0)
+
+
+def _schedule(velocity_hold, steps=400, b=64):
+    env = _FakeEnv()
+    nxt = jax.jit(command_schedule(env, b, 20, velocity_hold))
+    s = _S(command=jnp.zeros((b, 4)))
+    target, timer, vtimer = s.command, jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32)
+    cmds = []
+    for k in jax.random.split(jax.random.PRNGKey(0), steps):
+        cmd, target, timer, vtimer, _ = nxt(jax.random.split(k, 3), s, target, timer, vtimer)
+        s = _S(command=cmd)
+        cmds.append(np.asarray(cmd))
+    return np.stack(cmds)  # [T, B, 4]
+
+
+def test_command_schedule_holds_velocity_and_rate_limits_hands():
+    c = _schedule(velocity_hold=150)
+    changes = np.abs(np.diff(c, axis=0)) > 1e-6  # [T-1, B, 4]
+    # the hand entry moves at most 0.01 per step, and keeps moving toward fresh targets
+    assert np.abs(np.diff(c[..., 3], axis=0)).max() <= 0.01 + 1e-6
+    assert changes[..., 3].mean() > 0.3
+    # velocity: switches at once, held 75-225 steps (mean 150); hand targets every 10-30
+    vel_switches = changes[..., 0].sum(0)  # per env over 400 steps
+    assert 1 <= vel_switches.mean() <= 5, vel_switches.mean()
+    c_same = _schedule(velocity_hold=0)  # velocity redrawn with the hand targets (10-30 steps)
+    assert np.abs(np.diff(c_same[..., 0], axis=0)).__gt__(1e-6).sum(0).mean() > 10
+
+
+def test_ik_orientation_error_has_no_half_turn_trap():
+    """The skew-part error sin(angle) * axis vanishes at a half turn, where IK then stops;
+    ours grows up to it, and IK from a pose a half turn away converges."""
+    r = rotvec_to_mat(jnp.array([0.0, 0.0, 3.1]))
+    assert float(jnp.linalg.norm(rot_error(jnp.eye(3), r))) > 1.9
+    env = envs.make("humanoid_llc")
+    q_true = jnp.array([-0.6, -0.2, 0.3, 0.4, 0.2, -0.3, 0.1])
+    lo, hi = env._lo[12:19], env._hi[12:19]  # left arm joint ranges
+    q0 = jnp.clip(q_true.at[4].add(3.0), lo, hi)  # wrist roll at its limit: 1.8 rad away
+    pos, rot = arm_fk(env.params, "left", jnp.zeros(()), q_true)
+    q = jax.jit(lambda a: env.arm_ik(0, a, pos, rot, iters=12))(q0)
+    p2, r2 = arm_fk(env.params, "left", jnp.zeros(()), q)
+    assert float(jnp.linalg.norm(p2 - pos)) < 5e-3
+    assert float(jnp.linalg.norm(mat_to_rotvec(r2 @ rot.T))) < 2e-2
+
+
+def test_llc_env_interface():
+    env = envs.make("humanoid_llc")
+    assert (env.action_size, env.command_size) == (26, 17)
+    assert (env.observation_size, env.privileged_observation_size) == (151, 179)
+    for task in ("humanoid_box_pickup", "humanoid_door"):  # robot only: fewer geoms
+        assert env.mj_model.ngeom < envs.make(task).mj_model.ngeom
+    assert set(env.interface()) >= {"arm_prior", "arm_action_scale", "physics_dt"}
+
+
+@pytest.fixture(scope="module")
+def stand_parts():
+    return pipeline.build(experiments.get("humanoid_llc_stand_tiny"))
+
+
+def test_stored_llc_round_trip_and_refusals(stand_parts, tmp_path):
+    parts = stand_parts
+    learner = parts.llc_ppo.init(jax.random.PRNGKey(3))
+    folder = str(tmp_path / "llc")
+    save_llc(folder, parts, learner, command="refine-dp train-llc ...")
+    back = load_llc(folder, parts)
+    for a, b in zip(jax.tree.leaves(learner.params), jax.tree.leaves(back.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # another robot interface (arm prior scale), another network, another env's sizes
+    other = pipeline.build(replace(parts.cfg, env_overrides=parts.cfg.env_overrides
+                                   + (("arm_action_scale", 0.5),)))  # fmt: skip
+    with pytest.raises(ConfigError, match="arm_action_scale"):
+        load_llc(folder, other)
+    wide = pipeline.build(replace(parts.cfg, **{"llc.ppo.actor_hidden": (32,)}))
+    with pytest.raises(ConfigError, match="actor_hidden"):
+        load_llc(folder, wide)
+    testbed = pipeline.build(experiments.get("testbed_tiny"))
+    with pytest.raises(ConfigError, match="another robot"):
+        load_llc(folder, testbed)
+    # corrupted arrays (same size), missing file
+    npz = os.path.join(folder, "llc.npz")
+    raw = bytearray(open(npz, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    bad = str(tmp_path / "bad")
+    shutil.copytree(folder, bad)
+    open(os.path.join(bad, "llc.npz"), "wb").write(bytes(raw))
+    with pytest.raises(CorruptArtifactError, match="checksum"):
+        load_llc(bad, parts)
+    os.remove(os.path.join(bad, "llc.npz"))
+    with pytest.raises(FileNotFoundError, match="llc.npz is missing"):
+        load_llc(bad, parts)
+    meta = json.load(open(os.path.join(folder, "llc.json")))
+    assert meta["command"].startswith("refine-dp") and meta["sizes"]["action"] == 26

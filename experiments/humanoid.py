@@ -54,9 +54,9 @@ def humanoid_llc_stand() -> ExperimentConfig:
         llc=LLCConfig(
             num_envs=512,
             rollout_steps=32,
-            iterations=1200,
+            iterations=600,
             command_hold_steps=100,  # hand poses and grippers held 1-3 s (50 Hz)
-            reward_curriculum_iterations=400,
+            reward_curriculum_iterations=300,
             eval_episodes=256,
             ppo=PPOConfig(
                 lr=3e-4,

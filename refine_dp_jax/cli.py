@@ -291,11 +291,45 @@ def sweep(
     print(json.dumps({k: v for k, v in result.items() if k != "state"}, indent=1))
 
 
+def export_llc(
+    to: Path,
+    experiment: str = "humanoid_llc_stand",
+    out: Path = Path("runs/humanoid_llc_stand"),
+    set: SetFlags = (),  # noqa: A002
+) -> None:
+    """Writes the LLC trained in --out (stage 1 done) to --to as a small, pickle-free stored
+    LLC (llc.npz + llc.json: robot, interface, networks, the command that trained it, its
+    evaluation), with its learning curves (metrics.jsonl, PNG). Experiments load it with
+    --set llc_checkpoint=DIR; the loader refuses it for another robot, interface or network."""
+    setup_process()
+    import shutil
+
+    from refine_dp_jax import pipeline
+    from refine_dp_jax.checkpoint import read_done
+    from refine_dp_jax.policy_store import save_llc
+
+    cfg = _experiment(experiment, set)
+    parts = pipeline.build(cfg)
+    done = read_done(str(out / "llc"), "final")
+    if done is None:
+        raise ConfigError(f"--out {out}: stage llc is not done (train it first: "
+                          f"{_command('train-llc', experiment, out, set)})")  # fmt: skip
+    learner = pipeline.load_llc(parts, str(out))
+    extra = {k: done[k] for k in ("eval", "env_steps", "seconds", "final_metrics") if k in done}
+    record = save_llc(str(to), parts, learner, _command("train-llc", experiment, out, set), extra)
+    for name in ("metrics.jsonl", "curves.png"):
+        src = out / "llc" / name
+        if src.exists():
+            shutil.copy(src, to / name)
+    print(json.dumps({k: record[k] for k in ("env", "sizes", "sha256")}, indent=1))
+
+
 def commands() -> dict:
     return {
         "probe": probe,
         **{name: _stage_command(name) for name in _STAGE_DOCS},
         "sweep": sweep,
+        "export-llc": export_llc,
     }
 
 

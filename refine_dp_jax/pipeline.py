@@ -126,6 +126,11 @@ class ExperimentConfig:
     pretrain_chunk: int = 250  # pre-training steps per compiled call (checkpoint granularity)
     run_baseline: bool = True
     run_dp_only: bool = True  # DP-only ablation next to joint optimization
+    # A stored LLC (``refine_dp_jax.policy_store``: llc.npz + llc.json, e.g. the committed
+    # ``refine_dp_jax/assets/llc/humanoid_llc_stand``): stage 1 loads it, after checking that
+    # it was trained for this robot, interface and network, instead of training. A relative
+    # path is looked up from the working directory, then from the repository root.
+    llc_checkpoint: str = ""
 
     def __post_init__(self):
         from refine_dp_jax.envs import names as env_names
@@ -207,7 +212,21 @@ def build(cfg: ExperimentConfig) -> Parts:
     denoiser = make_denoiser(cfg.diffusion.denoiser)
     critic = Critic(hidden=cfg.dppo.critic_hidden)
     fns = make_dppo(denoiser, critic, cfg.diffusion, cfg.dppo, env.command_size)
-    return Parts(cfg, env, make_llc_ppo(env, cfg.llc), denoiser, critic, fns)
+    parts = Parts(cfg, env, make_llc_ppo(env, cfg.llc), denoiser, critic, fns)
+    if cfg.llc_checkpoint:  # a missing or mismatched LLC is refused before anything compiles
+        from refine_dp_jax.policy_store import check_llc
+
+        check_llc(resolve_path(cfg.llc_checkpoint), parts)
+    return parts
+
+
+def resolve_path(path: str) -> str:
+    """``path`` as given if it exists (absolute, or relative to the working directory), else
+    relative to the repository root (committed assets)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(root, path)
 
 
 def seed_key(seed: int, name: str):
@@ -289,6 +308,13 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     if (done := read_done(path, "final")) is not None:
         return done
     cfg, t0 = parts.cfg, time.time()
+    if cfg.llc_checkpoint:
+        from refine_dp_jax.policy_store import load_llc as load_stored
+
+        src = resolve_path(cfg.llc_checkpoint)
+        save_artifact(os.path.join(path, "final"), {"llc": load_stored(src, parts)},
+                      {"stage": "llc", "from": src})  # fmt: skip
+        return finish(path, t0, {"loaded_from": src, "env_steps": 0})
     init, step, _ = make_llc_train(parts.env, cfg.llc)
     key = stage_key(parts, "llc")
     init_j = jax.jit(init)

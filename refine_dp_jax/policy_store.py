@@ -113,8 +113,9 @@ def _diff(a, b, prefix: str) -> str | None:
     return None if a == b else f"{prefix[:-1]}: stored {a!r}, here {b!r}"
 
 
-def load_llc(folder: str, parts):
-    """The stored LLC as a learner of ``parts.llc_ppo`` (see the module docstring)."""
+def check_llc(folder: str, parts) -> dict:
+    """Checks a stored LLC against ``parts`` without reading its arrays into a learner (files
+    present, checksum, robot, interface, network); returns its record."""
     npz, meta = os.path.join(folder, NPZ), os.path.join(folder, META)
     for p in (meta, npz):
         if not os.path.isfile(p):
@@ -139,6 +140,13 @@ def load_llc(folder: str, parts):
         )
     if (d := _diff(stored, here, "")) is not None:
         raise ConfigError(f"LLC checkpoint {folder} does not fit this experiment: {d}")
+    return record
+
+
+def load_llc(folder: str, parts):
+    """The stored LLC as a learner of ``parts.llc_ppo`` (see the module docstring)."""
+    check_llc(folder, parts)
+    npz = os.path.join(folder, NPZ)
     template = parts.llc_ppo.init(jax.random.PRNGKey(0))
     with np.load(npz, allow_pickle=False) as z:
         arrays = dict(z)

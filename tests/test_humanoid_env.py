@@ -7,6 +7,8 @@ tests/test_envs.py, the one test parameterized over every registered environment
 here are built with MuJoCo on the CPU (``mj_forward``) and checked eagerly.
 """
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -20,14 +22,22 @@ from refine_dp_jax.errors import ConfigError
 from refine_dp_jax.planners.footsteps import FootstepParams, feet_reference, plan
 from refine_dp_jax.robots.humanoid import SIDES, HumanoidParams, arm_fk
 
-HUMANOIDS = ["humanoid_box_pickup", "humanoid_pick_place", "humanoid_door", "humanoid_platform"]
+HUMANOIDS = [
+    "humanoid_box_pickup",
+    "humanoid_pick_place",
+    "humanoid_door",
+    "humanoid_platform",
+    "humanoid_table_lift",
+    "humanoid_table_place",
+    "humanoid_llc",
+]
 
 
 def test_every_humanoid_task_is_registered():
     assert set(HUMANOIDS) <= set(envs.names())
     env = envs.make("humanoid_door")
     assert (env.action_size, env.command_size) == (26, 17)
-    assert (env.observation_size, env.privileged_observation_size) == (151, 179)
+    assert (env.observation_size, env.privileged_observation_size) == (152, 180)
     assert env.dp_observation_size == 34 and abs(env.dt - 0.02) < 1e-9
 
 
@@ -72,6 +82,41 @@ def test_box_pickup_success():
     assert _succ(env, down, env.blank_task(hold=c.lift_seconds)) == 0.0
 
 
+def test_table_lift_success():
+    """The box pickup's test (lifted >= 10 cm for >= 1 s) with the robot at the table."""
+    env = envs.make("humanoid_table_lift")
+    c = env.cfg
+    rest = c.table_height + c.box_half[2]
+    up = _state(env, base=(-0.42, 0.0), obj=(0.0, 0.0, rest + c.lift_height + 0.01))
+    low = _state(env, base=(-0.42, 0.0), obj=(0.0, 0.0, rest + c.lift_height - 0.01))
+    assert _succ(env, up, env.blank_task(hold=c.lift_seconds)) == 1.0
+    assert _succ(env, up, env.blank_task(hold=0.9 * c.lift_seconds)) == 0.0
+    assert _succ(env, low, env.blank_task(hold=c.lift_seconds)) == 0.0
+
+
+def test_table_place_success():
+    """Released, resting in the goal disc on the table (the long pick-and-place's test)."""
+    env = envs.make("humanoid_table_place")
+    c = env.cfg
+    goal = (0.0, -c.place_offset, c.table_height + c.object_half[2])
+    task = env.blank_task(goal=goal)
+    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=goal), task) == 1.0
+    start = (0.0, 0.0, goal[2])  # where it starts: outside the disc
+    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=start), task) == 0.0
+    edge = (0.0, -c.place_offset + 1.2 * c.goal_radius, goal[2])
+    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=edge), task) == 0.0
+    lifted = (0.0, -c.place_offset, goal[2] + 0.05)  # above the disc, not resting
+    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=lifted), task) == 0.0
+    held = _state(env, joints={"right_finger": env.params.finger_stroke}, forward_obj_at_hand=True)
+    a = env.obj_qadr
+    assert _succ(env, held, env.blank_task(goal=np.asarray(held.qpos[a : a + 3]))) == 0.0
+
+
+def test_llc_env_never_succeeds():
+    env = envs.make("humanoid_llc")
+    assert _succ(env, _state(env), env.blank_task()) == 0.0
+
+
 def test_pick_place_success():
     env = envs.make("humanoid_pick_place")
     c = env.cfg
@@ -97,6 +142,8 @@ def test_door_success():
     through = _state(env, base=(0.8, 0.0), door=1.2)
     before = _state(env, base=(-1.0, 0.0))
     beside = _state(env, base=(0.8, 1.5), door=0.0)  # walked around the door
+    ajar = _state(env, base=(0.8, 0.0), door=0.6)  # squeezed through a door barely open
+    assert _succ(env, ajar, task) == 0.0
     fallen = _state(env, base=(0.8, 0.0), yaw=0.0, door=1.2,
                     joints={})  # fmt: skip
     assert _succ(env, through, task) == 1.0
@@ -109,6 +156,50 @@ def test_door_success():
     d.qpos[3:7] = [np.cos(0.35), 0.0, np.sin(0.35), 0.0]
     mujoco.mj_forward(m, d)
     assert _succ(env, mjx.put_data(m, d), task) == 0.0
+
+
+def test_door_walls_collide_and_latch_holds_until_the_lever_is_pressed():
+    """Walls and frame posts have contact pairs with the robot's body; the env's latch
+    (the hinge range closed while ``latched``) holds the door against a push, and pressing
+    the lever's free end down turns it past the release angle (plain MuJoCo, 1 s each)."""
+    env = envs.make("humanoid_door")
+    m = env.mj_model
+    gid = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n)
+    pairs = {(int(a), int(b)) for a, b in zip(m.pair_geom1, m.pair_geom2, strict=True)}
+    for wall in ("door_wall_l", "door_wall_r", "door_post_l", "door_post_r"):
+        for part in ("chest", "pelvis_geom", "right_palm"):
+            assert {(gid(wall), gid(part)), (gid(part), gid(wall))} & pairs, (wall, part)
+
+    def door_after_push(latched: float) -> float:
+        mm = copy.deepcopy(m)
+        task = env.blank_task().replace(latched=jnp.asarray(latched))
+        jr = np.asarray(env._model(task).jnt_range)
+        mm.jnt_range[:] = jr
+        d = mujoco.MjData(mm)
+        d.qpos[:], _ = env.standing_state()
+        d.qpos[:2] = (-2.0, 0.0)  # out of the way
+        hinge = mm.joint("door_hinge").dofadr[0]
+        for _ in range(200):
+            d.qfrc_applied[:] = 0.0
+            d.qfrc_applied[hinge] = 20.0  # N m opening the door
+            mujoco.mj_step(mm, d)
+        return float(d.qpos[mm.joint("door_hinge").qposadr[0]])
+
+    assert door_after_push(1.0) < 0.01
+    assert door_after_push(0.0) > 0.3
+    # pressing the lever: a downward force at the handle site turns it past the release
+    d = mujoco.MjData(m)
+    d.qpos[:], _ = env.standing_state()
+    d.qpos[:2] = (-2.0, 0.0)
+    lever = m.body("door_lever").id
+    for _ in range(200):
+        mujoco.mj_forward(m, d)
+        d.xfrc_applied[:] = 0.0
+        site = d.site("handle").xpos.copy()
+        torque = np.cross(site - d.xpos[lever], [0.0, 0.0, -15.0])
+        d.xfrc_applied[lever] = [0.0, 0.0, -15.0, *torque]
+        mujoco.mj_step(m, d)
+    assert d.qpos[m.joint("door_lever").qposadr[0]] > env.cfg.latch_release_angle
 
 
 def test_platform_success():
@@ -174,6 +265,25 @@ def test_footsteps_forward_velocity():
     fs = plan(jnp.array([5.0, -5.0, 0.0]), FEET, jnp.asarray(0.0), p)
     assert float(fs.target[0]) == pytest.approx(p.max_step_x)
     assert float(fs.target[1]) >= p.min_width - 1e-6
+
+
+def test_footsteps_onto_a_step_carry_its_height_and_clear_it():
+    """A 12 cm step ahead: the swing target's height is in the command, the reference swing
+    peaks ``swing_height`` above the step and lands on it; on flat ground nothing changes."""
+    p = FootstepParams()
+    step = lambda xy: jnp.where(xy[0] > 0.1, 0.12, 0.0)
+    v = 0.5  # left foot target 0.2 m ahead: on the step
+    fs = plan(jnp.array([v, 0.0, 0.0]), FEET, jnp.asarray(0.5 * p.step_period), p, step)
+    assert float(fs.target_z) == pytest.approx(0.12)
+    assert fs.observation().shape == (7,) and float(fs.observation()[-1]) == pytest.approx(0.12)
+    _, z = feet_reference(fs, FEET, p, step)
+    np.testing.assert_allclose(np.asarray(z), [0.12 + p.swing_height, 0.0], atol=1e-6)
+    fs = plan(jnp.array([v, 0.0, 0.0]), FEET, jnp.asarray(0.999 * p.step_period), p, step)
+    _, z = feet_reference(fs, FEET, p, step)
+    assert float(z[0]) == pytest.approx(0.12, abs=1e-3)
+    flat = plan(jnp.array([v, 0.0, 0.0]), FEET, jnp.asarray(0.5 * p.step_period), p)
+    assert float(flat.target_z) == 0.0
+    np.testing.assert_allclose(np.asarray(feet_reference(flat, FEET, p)[1]), [p.swing_height, 0])
 
 
 # -- robot -----------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
+from mujoco import mjx
 
 import experiments
 from refine_dp_jax import envs, pipeline
@@ -91,7 +93,7 @@ def test_ik_orientation_error_has_no_half_turn_trap():
 def test_llc_env_interface():
     env = envs.make("humanoid_llc")
     assert (env.action_size, env.command_size) == (26, 17)
-    assert (env.observation_size, env.privileged_observation_size) == (151, 179)
+    assert (env.observation_size, env.privileged_observation_size) == (152, 180)
     for task in ("humanoid_box_pickup", "humanoid_door"):  # robot only: fewer geoms
         assert env.mj_model.ngeom < envs.make(task).mj_model.ngeom
     assert set(env.interface()) >= {"arm_prior", "arm_action_scale", "physics_dt"}
@@ -135,3 +137,51 @@ def test_stored_llc_round_trip_and_refusals(stand_parts, tmp_path):
         load_llc(bad, parts)
     meta = json.load(open(os.path.join(folder, "llc.json")))
     assert meta["command"].startswith("refine-dp") and meta["sizes"]["action"] == 26
+
+
+def test_gripper_follows_the_command_not_the_action():
+    """Finger PD targets come from the command's gripper states (+1 closed: full travel),
+    whatever the LLC's action; the action has no gripper entries."""
+    env = envs.make("humanoid_llc")
+    stroke = env.params.finger_stroke
+    ref = jnp.asarray(env._default[12:26], jnp.float32)
+    cmd = jnp.zeros(17).at[15:17].set(jnp.array([1.0, -1.0]))
+    for a in (jnp.zeros(26), jnp.ones(26), -jnp.ones(26)):
+        _, finger = env._targets(a, ref, cmd)
+        np.testing.assert_allclose(np.asarray(finger), [stroke, 0.0], atol=1e-7)
+
+
+def test_reward_curriculum_ramps_the_penalty_weights():
+    """The same transition at curriculum 0 and 1: the action-rate penalties take the paper's
+    initial and final weights (legs -0.001 -> -0.5, arms -0.01 -> -0.1); the tracking terms
+    do not change."""
+    from refine_dp_jax.envs.humanoid import GaitState
+    from refine_dp_jax.robots.humanoid import LEG_JOINTS
+
+    env = envs.make("humanoid_llc")
+    c = env.cfg
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:], _ = env.standing_state()
+    mujoco.mj_forward(m, d)
+    f = env.features(mjx.put_data(m, d))
+    cmd = jnp.concatenate([jnp.zeros(3), f.hand_pose_b.reshape(-1), -jnp.ones(2)])
+    a, last = jnp.full(26, 0.3), jnp.zeros(26)
+    q_t = jnp.asarray(env._default[:26], jnp.float32)
+    gait = GaitState(start=f.feet, air_time=jnp.zeros(2), contact=jnp.ones(2))
+    terms = {}
+    for level in (0.0, 1.0):
+        task = env.blank_task().replace(reward_curriculum=jnp.asarray(level))
+        _, parts = env._reward(f, cmd, a, last, q_t, task, gait, jnp.zeros(2), jnp.zeros(2),
+                               jnp.zeros((2, 3)), jnp.asarray(1))  # fmt: skip
+        terms[level] = {k: float(v) for k, v in parts["terms"].items()}
+    nl = len(LEG_JOINTS)
+    s = c.reward_scale
+    np.testing.assert_allclose(terms[0.0]["leg_action_rate"], s * c.w_leg_action_rate * nl * 0.09,
+                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(terms[1.0]["leg_action_rate"],
+                               s * c.w_leg_action_rate_final * nl * 0.09, rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(terms[1.0]["arm_action_rate"],
+                               s * c.w_arm_action_rate_final * 14 * 0.09, rtol=1e-5)  # fmt: skip
+    for k in ("hand_pos", "foot_pos", "orientation"):
+        assert terms[0.0][k] == terms[1.0][k] > 0

@@ -17,11 +17,12 @@ LLC interface (one ``step`` = 20 ms = 4 MJX steps of 5 ms)
     pose, two gripper states. The velocity goes through the footstep planner
     (``planners/footsteps.py``) into a foot-placement command: swing-foot flags, countdown,
     swing-foot target in the stance-foot frame.
-  observation [Do = 151] (PAPER.md, LLC actor): projected gravity (3), joint positions
+  observation [Do = 152] (PAPER.md, LLC actor): projected gravity (3), joint positions
     relative to the default (29: legs, arms, waist, fingers), joint velocities x 0.05 (29),
     last action (26), the arm prior relative to the default (14), command (17), footstep
-    command (6), hand poses (12), hand tracking errors (12), base angular velocity x 0.25 (3).
-  critic [Dpriv = 179]: the actor's plus reference and current foot positions in the heading
+    command (7: swing flags, countdown, target x, y, yaw and height above the stance foot's
+    ground), hand poses (12), hand tracking errors (12), base angular velocity x 0.25 (3).
+  critic [Dpriv = 180]: the actor's plus reference and current foot positions in the heading
     frame (6 + 6), base linear velocity (3), foot contact forces (6), base height (1) and the
     randomized parameters: hand payloads (2), floor friction (1), push force (3).
   DP observation [Ds = 34]: hand poses (12), foot poses (x, y, z, yaw; 8), gripper states
@@ -109,6 +110,7 @@ class TaskState:
     push_end: jax.Array  # [] int32 LLC step at which it ends
     reward_curriculum: jax.Array  # [] in [0, 1]: interpolates the curriculum reward weights
     arm_ref: jax.Array  # [14] arm prior: PD targets the arm residual is added to
+    latched: jax.Array  # [] 1.0 while the door (if any) is latched shut
 
 
 @struct.dataclass
@@ -132,6 +134,7 @@ class Features:
     obj_vel: jax.Array  # [3] object linear velocity (world; zero without a free object)
     obj_b: jax.Array  # [3] object position in the heading frame
     door_angle: jax.Array  # [] hinge angle (0 without a door)
+    lever_angle: jax.Array  # [] door lever travel (0 without a door)
     grip: jax.Array  # [2] gripper openings (m)
     q: jax.Array  # [29] joint positions (legs, arms, waist, fingers)
     qd: jax.Array  # [29] joint velocities
@@ -158,8 +161,8 @@ class HumanoidEnv:
     action_size = NL + NA  # 26
     command_size = 17
     velocity_command_size = 3  # the command's leading base velocity (held longer in training)
-    observation_size = 151
-    privileged_observation_size = 179
+    observation_size = 152
+    privileged_observation_size = 180
     dp_observation_size = 34
 
     def __init__(
@@ -218,7 +221,10 @@ class HumanoidEnv:
         self.obj_qadr = int(m.jnt_qposadr[jid(oj)]) if oj else -1
         self._obj_dadr = int(m.jnt_dofadr[jid(oj)]) if oj else -1
         door = jid("door_hinge")
+        self._door_jnt = door
         self._door_qadr = int(m.jnt_qposadr[door]) if door >= 0 else -1
+        lever = jid("door_lever")
+        self._lever_qadr = int(m.jnt_qposadr[lever]) if lever >= 0 else -1
         self._stroke = self.params.finger_stroke
         # floor pairs (friction randomization) and foot contact rows (contact forces)
         floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
@@ -319,6 +325,7 @@ class HumanoidEnv:
         obj_vel = (data.qvel[self._obj_dadr:self._obj_dadr + 3] if self._obj_dadr >= 0
                    else jnp.zeros(3))  # fmt: skip
         door = data.qpos[self._door_qadr] if self._door_qadr >= 0 else jnp.zeros(())
+        lever = data.qpos[self._lever_qadr] if self._lever_qadr >= 0 else jnp.zeros(())
         q, qd = data.qpos[self._qadr], data.qvel[self._dadr]
         return Features(
             base_pos=base, base_rot=rot, yaw=yaw, heading=h,
@@ -327,7 +334,8 @@ class HumanoidEnv:
             hand_pose_b=jnp.concatenate([rel, rv], axis=1), sole_pos=sole,
             feet=jnp.concatenate([sole[:, :2], sole_yaw[:, None]], axis=1), obj_pos=obj,
             obj_rot=data.site_xmat[self._obj_site].reshape(3, 3), obj_vel=obj_vel,
-            obj_b=h.T @ (obj - base), door_angle=door, grip=self._stroke - q[-2:], q=q, qd=qd,
+            obj_b=h.T @ (obj - base), door_angle=door, lever_angle=lever,
+            grip=self._stroke - q[-2:], q=q, qd=qd,
         )  # fmt: skip
 
     def _foot_forces(self, data) -> jax.Array:
@@ -352,8 +360,13 @@ class HumanoidEnv:
         rot_err = jax.vmap(lambda a, b: mat_to_rotvec(a @ b.T))(r_cmd, r_cur)
         return pos_err, rot_err
 
+    def terrain(self, xy) -> jax.Array:
+        """[] ground height at a world (x, y) (the task's terrain; flat by default)."""
+        t = self.task_spec.terrain
+        return jnp.zeros(()) if t is None else t(self.cfg, xy)
+
     def footstep_command(self, f: Features, command, step_count):
-        return plan(command[:3], f.feet, step_count * self.dt, self.footsteps)
+        return plan(command[:3], f.feet, step_count * self.dt, self.footsteps, self.terrain)
 
     def _observe(self, data, f: Features, command, last_action, task: TaskState, step_count):
         fs = self.footstep_command(f, command, step_count)
@@ -364,9 +377,9 @@ class HumanoidEnv:
             fs.observation(), f.hand_pose_b.reshape(-1),
             jnp.concatenate([pos_err, rot_err], axis=1).reshape(-1), 0.25 * f.ang_vel,
         ])  # fmt: skip
-        ref, _ = feet_reference(fs, task.gait.start, self.footsteps)
+        ref, ref_z = feet_reference(fs, task.gait.start, self.footsteps, self.terrain)
         h = f.heading
-        ref_b = (jnp.concatenate([ref[:, :2], f.sole_pos[:, 2:]], axis=1) - f.base_pos) @ h
+        ref_b = (jnp.concatenate([ref[:, :2], ref_z[:, None]], axis=1) - f.base_pos) @ h
         feet_b = (f.sole_pos - f.base_pos) @ h
         forces = self._foot_forces(data) @ h
         height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
@@ -445,7 +458,7 @@ class HumanoidEnv:
             goal=goal, hold=jnp.zeros(()), gait=gait, prev_joint_vel=f.qd,
             prev_hand_pos=f.hand_pos, prev_hand_vel=jnp.zeros((2, 3)), payload=payload,
             friction=friction, push_force=push_force, push_start=push_start, push_end=push_end,
-            reward_curriculum=jnp.zeros(()), arm_ref=f.q[NL : NL + NA],
+            reward_curriculum=jnp.zeros(()), arm_ref=f.q[NL : NL + NA], latched=jnp.ones(()),
         )  # fmt: skip
         cmd = jnp.concatenate([jnp.zeros(3), f.hand_pose_b.reshape(-1), -jnp.ones(2)])
         cmd = jnp.clip(cmd, self.command_low, self.command_high)
@@ -474,11 +487,16 @@ class HumanoidEnv:
         return q_t, finger
 
     def _model(self, task: TaskState):
-        """The MJX model with this episode's randomized floor friction and hand payloads."""
+        """The MJX model with this episode's randomized floor friction and hand payloads, and
+        (door task) the door hinge's range closed to ~0 while the latch holds."""
         m = self.mjx_model
         fr = m.pair_friction.at[self._floor_pairs, 0:2].set(task.friction)
         mass = m.body_mass.at[self._hands].add(task.payload)
-        return m.replace(pair_friction=fr, body_mass=mass)
+        m = m.replace(pair_friction=fr, body_mass=mass)
+        if self._door_jnt >= 0:
+            hi = jnp.where(task.latched > 0.5, 0.002, self.mj_model.jnt_range[self._door_jnt, 1])
+            m = m.replace(jnt_range=m.jnt_range.at[self._door_jnt, 1].set(hi))
+        return m
 
     def step(self, state: EnvState, action) -> EnvState:
         c, t = self.cfg, self.task_spec
@@ -535,8 +553,9 @@ class HumanoidEnv:
         rng, k_push = jax.random.split(state.rng)
         nf, ns, ne = self._sample_push(k_push, steps)
         over = steps >= task.push_end
+        latched = task.latched * (f.lever_angle < c.latch_release_angle)  # released for good
         task = task.replace(
-            hold=hold, gait=gait, prev_joint_vel=f.qd, prev_hand_pos=f.hand_pos,
+            latched=latched, hold=hold, gait=gait, prev_joint_vel=f.qd, prev_hand_pos=f.hand_pos,
             prev_hand_vel=hand_vel, push_force=jnp.where(over, nf, task.push_force),
             push_start=jnp.where(over, ns, task.push_start),
             push_end=jnp.where(over, ne, task.push_end),
@@ -560,8 +579,11 @@ class HumanoidEnv:
         ramp = lambda w0, w1: w0 + (w1 - w0) * cur
         legs, arms = slice(0, NL), slice(NL, NL + NA)
         fs = self.footstep_command(f, command, steps)
-        ref, _ = feet_reference(fs, gait.start, self.footsteps)
-        foot_err2 = jnp.sum(jnp.square(f.feet[:, :2] - ref[:, :2]), axis=1)
+        ref, ref_z = feet_reference(fs, gait.start, self.footsteps, self.terrain)
+        # 3D: the sole height follows the reference swing (clearance, stepping up)
+        foot_err2 = jnp.sum(jnp.square(f.feet[:, :2] - ref[:, :2]), axis=1) + jnp.square(
+            f.sole_pos[:, 2] - ref_z
+        )
         yaw_err = wrap_angle(f.feet[:, 2] - ref[:, 2])
         vel_err2 = jnp.sum(jnp.square(f.lin_vel_b[:2] - command[:2]))
         q, qd = f.q[: NL + NA], f.qd[: NL + NA]
@@ -669,10 +691,11 @@ class HumanoidEnv:
 
     def sample_command(self, key, state: EnvState):
         """Random command over the DP's range: base velocity (zero with probability
-        ``command_stand_prob``), reachable hand poses (forward kinematics of arm joints drawn
-        around the default pose), random gripper states."""
+        ``command_stand_prob``), hand poses (each, with probability ``command_reach_prob``,
+        uniform in the reach box in front of the robot, else the forward kinematics of arm
+        joints drawn around the default pose), random gripper states."""
         c = self.cfg
-        k1, k2, k3, k4 = jax.random.split(key, 4)
+        k1, k2, k3, k4, k5, k6, k7 = jax.random.split(key, 7)
         low, high = self.command_low, self.command_high
         vel = jax.random.uniform(k1, (3,), minval=low[:3], maxval=high[:3])
         vel = jnp.where(jax.random.bernoulli(k2, c.command_stand_prob), 0.0, vel)
@@ -681,8 +704,15 @@ class HumanoidEnv:
             k3, (NA,), minval=-1, maxval=1
         )
         q = jnp.clip(q, self._lo[arm], self._hi[arm])
-        hands = jnp.concatenate([self.hand_pose_from_joints(0, q[:7]),
+        from_joints = jnp.stack([self.hand_pose_from_joints(0, q[:7]),
                                  self.hand_pose_from_joints(1, q[7:])])  # fmt: skip
+        box = jnp.asarray(c.command_reach_box, jnp.float32)  # [3, 2] left hand
+        pos = jax.random.uniform(k5, (2, 3), minval=box[:, 0], maxval=box[:, 1])
+        pos = pos * jnp.array([[1.0, 1.0, 1.0], [1.0, -1.0, 1.0]])  # mirror the right hand
+        rot = c.command_reach_rot * jax.random.uniform(k6, (2, 3), minval=-1.0, maxval=1.0)
+        reach = jnp.concatenate([pos, rot], axis=1)
+        use_reach = jax.random.bernoulli(k7, c.command_reach_prob, (2, 1))
+        hands = jnp.where(use_reach, reach, from_joints).reshape(-1)
         grip = jnp.where(jax.random.bernoulli(k4, 0.5, (2,)), 1.0, -1.0)
         cmd = jnp.concatenate([vel, hands, grip])
         return jnp.clip(cmd, low, high)
@@ -701,7 +731,7 @@ class HumanoidEnv:
             payload=z2, friction=jnp.asarray(float(np.mean(self.cfg.floor_friction))),
             push_force=jnp.zeros(3), push_start=jnp.zeros((), jnp.int32),
             push_end=jnp.zeros((), jnp.int32), reward_curriculum=jnp.zeros(()),
-            arm_ref=jnp.asarray(self._default[NL : NL + NA], jnp.float32),
+            arm_ref=jnp.asarray(self._default[NL : NL + NA], jnp.float32), latched=jnp.ones(()),
         )  # fmt: skip
 
     def is_success(self, data, task: TaskState) -> jax.Array:

@@ -51,6 +51,12 @@ class HumanoidConfig:
     hand_rot_range: float = 1.6  # rad, bound of each hand rotation-vector component
     command_stand_prob: float = 0.25  # sample_command: share of zero base-velocity commands
     command_arm_spread: float = 0.8  # sample_command: joint-space spread of hand targets (rad)
+    # sample_command: share of hand targets drawn uniformly in a reach box in front of the
+    # robot (left hand; mirrored for the right), orientation within +-command_reach_rot of
+    # the identity (the tasks' grasp poses); the rest from random arm joints (above)
+    command_reach_prob: float = 0.5
+    command_reach_box: tuple[tuple[float, float], ...] = ((0.15, 0.5), (-0.15, 0.4), (-0.2, 0.25))
+    command_reach_rot: float = 0.6  # rad, per rotation-vector component
     # LLC training moves the hand commands toward each new random target at these rates (the
     # DP plans smooth hand paths; a jump would train on accelerations no task asks for)
     command_hand_speed: float = 0.5  # m/s
@@ -133,13 +139,16 @@ class HumanoidConfig:
     object_mass: float = 0.3  # kg
     object_jitter: float = 0.05  # m, random object displacement on its support at reset
     place_distance: float = 3.0  # m between the two tables (pick_place)
-    goal_radius: float = 0.10  # m, placement region radius (pick_place)
+    goal_radius: float = 0.10  # m, placement region radius (pick_place, table_place)
+    place_offset: float = 0.25  # m, goal disc to the right of the block (table_place)
     door_width: float = 0.9  # m
     door_height: float = 2.0  # m
     door_damping: float = 3.0  # N m s / rad, hinge damping
     door_mass: float = 8.0  # kg
     handle_height: float = 0.95  # m
     pass_distance: float = 0.5  # m, torso past the door plane (door success)
+    door_open_angle: float = 1.0  # rad, the door must be open this far (door success)
+    latch_release_angle: float = 0.5  # rad of lever travel that releases the latch
     platform_height: float = 0.12  # m (task: 10-15 cm)
     platform_half: tuple[float, float] = (0.6, 0.6)  # m
     platform_front: float = 0.5  # m, x of the platform's front edge

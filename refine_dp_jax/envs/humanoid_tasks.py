@@ -65,6 +65,8 @@ class TaskSpec:
     hold_seconds: Callable[[HumanoidConfig], float]  # how long the condition must hold
     dropped: Callable[..., jax.Array]  # (env, Features) -> [] bool: the object is lost
     expert: Callable[..., jax.Array]  # (env, EnvState, Features) -> [Dc] command
+    # ground height (m) at a world (x, y): the footstep command carries it (None: flat)
+    terrain: Callable[[HumanoidConfig, jax.Array], jax.Array] | None = None
 
 
 # -- shared planner pieces ------------------------------------------------------------------
@@ -301,11 +303,13 @@ def _pp_expert(env, state, f: Features):
 # -- door -------------------------------------------------------------------------------------
 def _door_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
     spec = robot_scene("humanoid_door", p, o)
-    panel, handle = add_door(spec, c.door_width, c.door_height, c.door_damping, c.handle_height,
-                             c.door_mass)  # fmt: skip
+    panel, handle, solid = add_door(spec, c.door_width, c.door_height, c.door_damping,
+                                    c.handle_height, c.door_mass)  # fmt: skip
     add_pairs(spec, gripper_pad_geoms(p, "right"), [handle], FINGER_FRICTION, GRIP_CONDIM,
               GRIP_TORSION)  # fmt: skip
-    add_pairs(spec, ["right_palm", "chest"], [panel], 0.5)  # pushing the panel
+    body = ["chest", "pelvis_geom", "left_palm", "right_palm"]
+    add_pairs(spec, body, [panel], 0.5)  # pushing the panel, or bumping into it
+    add_pairs(spec, body, solid, 0.5)  # the frame and the walls stop the robot
     return spec
 
 
@@ -315,12 +319,14 @@ def _door_place(env, key, qpos):
 
 
 def _door_condition(env, f: Features, task: TaskState):
-    """Torso at least ``pass_distance`` past the door plane, within the doorway, upright."""
+    """Door open by more than ``door_open_angle``, torso at least ``pass_distance`` past the
+    door plane within the doorway, upright."""
     c = env.cfg
+    opened = f.door_angle > c.door_open_angle
     past = f.base_pos[0] >= c.pass_distance
     inside = jnp.abs(f.base_pos[1]) < c.door_width / 2 + 0.15
     upright = f.gravity[2] < -0.9
-    return past & inside & upright
+    return opened & past & inside & upright
 
 
 def _never(env, f):
@@ -344,13 +350,15 @@ def _door_expert(env, state, f: Features):
     aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < 0.025
     reach = jnp.where(behind & ~aligned, pre, h_b)
     grip = jnp.where(holding | (jnp.linalg.norm(hand_now - h_b) < 0.02), 1.0, -1.0)
-    # holding: push the handle forward and follow it
-    push = h_b + jnp.array([0.12, 0.0, 0.0])
-    opened = f.door_angle > 0.9
+    # holding: press the lever down until the latch lets go, then push it forward and follow
+    press = h_b + jnp.array([0.0, 0.0, -0.05])
+    push = jnp.where(state.task.latched > 0.5, press, h_b + jnp.array([0.12, 0.0, 0.0]))
+    opened = f.door_angle > env.cfg.door_open_angle + 0.1
     through = jnp.array([c.pass_distance + 0.4, 0.0])
     v_through, _ = walk_to(f, through, 0.0, c, speed=0.4)
     hand = jnp.where(holding, push, jnp.where(at_stand, reach, env.ready_hands[1, :3]))
-    vel = jnp.where(holding, jnp.array([0.15, 0.0, 0.0]), jnp.where(at_stand, 0.0, vel))
+    pushing = holding & (state.task.latched < 0.5)
+    vel = jnp.where(pushing, jnp.array([0.15, 0.0, 0.0]), jnp.where(at_stand | holding, 0.0, vel))
     rot = jnp.where(at_stand | holding, roll, env.ready_hands[1, 3:])
     right = jnp.concatenate([hand, rot])
     right = jnp.where(opened, env.ready_hands[1], right)
@@ -396,6 +404,13 @@ def _platform_place(env, key, qpos):
     qpos = qpos.at[a + 3 : a + 7].set(jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)]))
     goal = jnp.array([c.platform_front + c.platform_half[0], 0.0, c.platform_height])
     return qpos, goal
+
+
+def _platform_terrain(c: HumanoidConfig, xy: jax.Array) -> jax.Array:
+    """The platform's top inside its footprint, the floor elsewhere."""
+    x0, x1 = c.platform_front, c.platform_front + 2 * c.platform_half[0]
+    inside = (xy[0] >= x0) & (xy[0] <= x1) & (jnp.abs(xy[1]) <= c.platform_half[1])
+    return jnp.where(inside, c.platform_height, 0.0)
 
 
 def on_platform(c: HumanoidConfig, sole_pos: jax.Array) -> jax.Array:
@@ -444,6 +459,77 @@ def _platform_expert(env, state, f: Features):
     return finish(env, state, cmd)
 
 
+# -- standing tasks at a table (no walking) --------------------------------------------------
+# The robot starts in front of the table, within reach; the DP's base velocity is held at 0.
+TABLE_CENTRE = (0.15, 0.0)  # x, y of the table top centre; objects sit around x = 0
+
+
+def _table_lift_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    spec = robot_scene("humanoid_table_lift", p, o)
+    top = add_table(spec, "table", TABLE_CENTRE, (0.3, 0.45), c.table_height)
+    corners = add_free_box(
+        spec, "box", c.box_half, c.box_mass, (0, 0, c.table_height + c.box_half[2])
+    )
+    add_pairs(spec, corners, [top], OBJECT_FRICTION)
+    jaws = gripper_pad_geoms(p, "left", ("jaw",)) + gripper_pad_geoms(p, "right", ("jaw",))
+    add_pairs(spec, jaws, ["box_geom"], FINGER_FRICTION, GRIP_CONDIM, GRIP_TORSION)
+    return spec
+
+
+def _table_lift_expert(env, state, f: Features):
+    """The box pickup's squeeze-and-lift without the walk: base velocity 0."""
+    cmd = _box_expert(env, state, f)
+    return cmd.at[:3].set(0.0)
+
+
+def _table_place_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
+    spec = robot_scene("humanoid_table_place", p, o)
+    top = add_table(spec, "table", TABLE_CENTRE, (0.3, 0.45), c.table_height)
+    add_goal_marker(spec, c.goal_radius, (0.0, -c.place_offset, c.table_height + 0.002))
+    corners = add_free_box(spec, "object", c.object_half, c.object_mass,
+                           (0, 0, c.table_height + c.object_half[2]),
+                           rgba=(0.2, 0.4, 0.9, 1))  # fmt: skip
+    add_pairs(spec, corners, [top], OBJECT_FRICTION)
+    add_pairs(spec, gripper_pad_geoms(p, "right"), ["object_geom"], FINGER_FRICTION, GRIP_CONDIM,
+              GRIP_TORSION)  # fmt: skip
+    return spec
+
+
+def _table_place_place(env, key, qpos):
+    c = env.cfg
+    qpos = _place_on_table(env, key, qpos, c.object_half)
+    goal = jnp.array([0.0, -c.place_offset, c.table_height + c.object_half[2]])
+    return qpos, goal
+
+
+def _table_place_expert(env, state, f: Features):
+    """Right-hand pick of the block (behind it, slide around it, close, lift), carry it across
+    the table above the goal disc, lower it, open, withdraw. Base velocity 0."""
+    c = env.cfg
+    prev = state.command
+    stand = f.base_pos[:2]  # no walking: grasp_plan's stand pose is where the robot is
+    _, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, f.yaw, 0.08)
+    goal = state.task.goal
+    goal_b = rot2d(f.yaw).T @ (goal[:2] - f.base_pos[:2])
+    lifted = f.obj_pos[2] > c.table_height + c.object_half[2] + 0.05
+    above = jnp.concatenate([goal_b + jnp.array([0.0, -0.012]),
+                             (goal[2] + 0.08 - f.base_pos[2])[None]])  # fmt: skip
+    lower = above.at[2].set(goal[2] + 0.01 - f.base_pos[2])
+    over_goal = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < 0.5 * c.goal_radius
+    down = f.obj_pos[2] < goal[2] + 0.015
+    carry = holding & (lifted | over_goal)
+    hand = jnp.where(over_goal, lower, above)
+    grip = jnp.where(over_goal & down, -1.0, 1.0)
+    placed = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < c.goal_radius
+    done = placed & ~holding & ~(prev[16] > 0)
+    right = jnp.where(carry, _pose(hand), hand_pick)
+    grip = jnp.where(carry, grip, grip_pick)
+    right = jnp.where(done, env.ready_hands[1], right)
+    grip = jnp.where(done | (placed & ~holding), -1.0, grip)
+    cmd = compose(jnp.zeros(3), env.ready_hands[0], right, jnp.stack([-1.0, grip]))
+    return finish(env, state, cmd)
+
+
 # -- robot only: the LLC environment shared by all tasks ---------------------------------------
 def _llc_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
     """Floor + robot, nothing else (the cheapest scene: LLC training). A site marks the
@@ -487,6 +573,46 @@ TASKS: dict[str, TaskSpec] = {
             hold_seconds=lambda c: 0.0,
             dropped=_never,
             expert=_llc_expert,
+        ),
+        TaskSpec(
+            name="humanoid_table_lift",
+            defaults=(
+                ("episode_seconds", 10.0),
+                ("start_distance", (0.38, 0.44)),
+                ("start_angle", 0.15),
+                ("start_heading", 0.15),
+                ("object_jitter", 0.03),
+            ),
+            build_scene=_table_lift_scene,
+            object_site="box",
+            object_joint="box",
+            anchor=lambda c: (0.0, 0.0),
+            approach_yaw=0.0,
+            place=_box_place,
+            condition=_box_condition,
+            hold_seconds=lambda c: c.lift_seconds,
+            dropped=_box_dropped,
+            expert=_table_lift_expert,
+        ),
+        TaskSpec(
+            name="humanoid_table_place",
+            defaults=(
+                ("episode_seconds", 15.0),
+                ("start_distance", (0.36, 0.42)),
+                ("start_angle", 0.15),
+                ("start_heading", 0.15),
+                ("object_jitter", 0.03),
+            ),
+            build_scene=_table_place_scene,
+            object_site="object",
+            object_joint="object",
+            anchor=lambda c: (0.0, -0.5 * c.place_offset),
+            approach_yaw=0.0,
+            place=_table_place_place,
+            condition=_pp_condition,
+            hold_seconds=lambda c: 0.0,
+            dropped=_on_table_dropped,
+            expert=_table_place_expert,
         ),
         TaskSpec(
             name="humanoid_box_pickup",
@@ -547,6 +673,7 @@ TASKS: dict[str, TaskSpec] = {
             hold_seconds=lambda c: 0.0,
             dropped=_platform_dropped,
             expert=_platform_expert,
+            terrain=_platform_terrain,
         ),
     )  # fmt: skip
 }

@@ -13,6 +13,10 @@ target of the swing foot in the stance-foot frame is
 each step clipped to ``max_step``. Below ``stand_speed`` the robot stands: no foot swings and
 the target is the swing foot's own current pose (the feet stay). Everything is a pure
 function of its arguments: jittable, vmappable, no state.
+
+Terrain: with a ``terrain(xy) -> z`` height function (the task's: a platform), the command
+also carries the target's height above the stance foot's ground (``target_z``), and the
+reference swing clears the higher of the two grounds by ``swing_height``.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ class FootstepCommand:
     countdown: jax.Array  # [] s until the end of the current step
     target: jax.Array  # [3] swing-foot target (x, y, yaw) in the stance-foot frame
     target_world: jax.Array  # [3] the same target in the world (x, y, yaw)
+    target_z: jax.Array  # [] ground height at the target above the stance foot's ground
     phase: jax.Array  # [] progress through the current step, in [0, 1)
     stance: jax.Array  # [] int32 index of the stance foot (0 left, 1 right)
 
     def observation(self) -> jax.Array:
-        """[6] what the LLC sees: swing flags (2), countdown (1), target (3)."""
-        return jnp.concatenate([self.swing, self.countdown[None], self.target])
+        """[7] what the LLC sees: swing flags (2), countdown (1), target (x, y, yaw) (3), target
+        height (1)."""
+        return jnp.concatenate([self.swing, self.countdown[None], self.target, self.target_z[None]])
 
 
 def step_index(time: jax.Array, p: FootstepParams) -> jax.Array:
@@ -61,13 +67,19 @@ def step_index(time: jax.Array, p: FootstepParams) -> jax.Array:
     return jnp.floor(time / p.step_period + 1e-6).astype(jnp.int32)
 
 
+def flat(xy: jax.Array) -> jax.Array:
+    """Flat ground: height 0 everywhere."""
+    return jnp.zeros(())
+
+
 def plan(velocity: jax.Array, feet: jax.Array, time: jax.Array,
-         p: FootstepParams = FootstepParams()) -> FootstepCommand:  # fmt: skip
+         p: FootstepParams = FootstepParams(), terrain=flat) -> FootstepCommand:  # fmt: skip
     """Footstep command for the current instant.
 
     velocity: [3] commanded (vx, vy, yaw rate) in the body frame.
     feet: [2, 3] current (x, y, yaw) of the left and right foot in the world.
     time: [] gait clock (s).
+    terrain: ground height (m) at a world (x, y).
     """
     k = step_index(time, p)
     phase = jnp.clip(time / p.step_period - k, 0.0, 1.0 - 1e-6)
@@ -99,26 +111,34 @@ def plan(velocity: jax.Array, feet: jax.Array, time: jax.Array,
     world_xy = stance[:2] + rot2d(stance[2]) @ target[:2]
     target_world = jnp.concatenate([world_xy, wrap_angle(stance[2] + target[2])[None]])
     swing = jnp.where(moving, jax.nn.one_hot(swing_idx, 2), jnp.zeros(2))
+    target_z = terrain(world_xy) - terrain(stance[:2])
     return FootstepCommand(
         swing=swing, countdown=p.step_period * (1.0 - phase), target=target,
-        target_world=target_world, phase=phase, stance=stance_idx.astype(jnp.int32),
+        target_world=target_world, target_z=target_z, phase=phase,
+        stance=stance_idx.astype(jnp.int32),
     )  # fmt: skip
 
 
 def feet_reference(
-    cmd: FootstepCommand, start: jax.Array, p: FootstepParams = FootstepParams()
+    cmd: FootstepCommand, start: jax.Array, p: FootstepParams = FootstepParams(), terrain=flat
 ) -> tuple[jax.Array, jax.Array]:
-    """Reference (x, y, yaw) and swing height of both feet at this instant.
+    """Reference (x, y, yaw) and sole height (world z) of both feet at this instant.
 
     start: [2, 3] (x, y, yaw) of both feet latched at the beginning of the current step.
-    The stance foot stays at its start pose; the swinging one moves from its start pose to
-    ``cmd.target_world`` along a smoothstep with a sine height profile.
-    Returns (ref [2, 3], height [2]).
+    The stance foot stays at its start pose on its ground; the swinging one moves from its
+    start pose to ``cmd.target_world`` along a smoothstep, its height from its start ground
+    to the target's ground plus a sine bump that clears the higher one by ``swing_height``.
+    Returns (ref [2, 3], z [2]).
     """
     s = cmd.phase * cmd.phase * (3.0 - 2.0 * cmd.phase)
     d = cmd.target_world - start
     d = d.at[:, 2].set(wrap_angle(d[:, 2]))
     moving_ref = start + s * d
     ref = jnp.where(cmd.swing[:, None] > 0.5, moving_ref, start)
-    height = cmd.swing * p.swing_height * jnp.sin(jnp.pi * cmd.phase)
-    return ref, height
+    z0 = jax.vmap(terrain)(start[:, :2])  # [2] ground under each foot's start
+    z1 = terrain(cmd.target_world[:2])
+    bump = jnp.maximum(z0, z1) + p.swing_height - (z0 + s * (z1 - z0))
+    bump = jnp.maximum(bump, 0.0) * jnp.sin(jnp.pi * cmd.phase)
+    z_swing = z0 + s * (z1 - z0) + bump
+    z = jnp.where(cmd.swing > 0.5, z_swing, z0)
+    return ref, z

@@ -34,6 +34,7 @@ def new_scene(name: str, opts: PhysicsOptions) -> mujoco.MjSpec:
     """An empty world: solver options, floor, light, offscreen buffer for 640x480 renders."""
     spec = mujoco.MjSpec()
     spec.modelname = name
+    spec.compiler.degree = False  # angles (joint ranges) in radians, as everywhere in this code
     o = spec.option
     o.timestep = opts.timestep
     o.iterations = opts.iterations
@@ -138,26 +139,27 @@ def add_goal_marker(spec: mujoco.MjSpec, radius: float, pos: Sequence[float]) ->
 
 
 def add_door(spec: mujoco.MjSpec, width: float, height: float, damping: float,
-             handle_height: float, mass: float) -> tuple[str, str]:  # fmt: skip
-    """A push door in the plane x = 0, hinged at y = -width/2, opening toward +x.
+             handle_height: float, mass: float) -> tuple[str, str, list[str]]:  # fmt: skip
+    """A latched push door in the plane x = 0, hinged at y = -width/2, opening toward +x.
 
     Hinge ``door_hinge`` (angle 0 closed, grows as the door opens, up to 1.8 rad, with
-    ``damping``); a lever handle on the -x face near the free edge (site ``handle``);
-    frame and walls are visual only. Returns (panel geom, handle geom).
+    ``damping``). A lever handle near the free edge on the -x face, on its own hinge
+    ``door_lever`` (0 at rest, pressed down up to 0.9 rad against a spring; site ``handle`` on
+    the lever): the env keeps the door latched shut until the lever is pressed
+    (``HumanoidConfig.latch_release_angle``). Frame posts and walls beside the doorway are
+    solid (their geoms are returned for contact pairs with the robot).
+    Returns (panel geom, handle geom, [post and wall geoms]).
     """
     frame = spec.worldbody
     grey = (0.75, 0.75, 0.7, 1.0)
-    for s in (-1, 1):
-        _geom(frame, None, _BOX, (0.05, 0.05, height / 2 + 0.05),
+    solid = []
+    for s, side in ((-1, "r"), (1, "l")):
+        _geom(frame, f"door_post_{side}", _BOX, (0.05, 0.05, height / 2 + 0.05),
               pos=(0, s * (width / 2 + 0.05), height / 2 + 0.05), rgba=grey)  # fmt: skip
-        _geom(
-            frame,
-            None,
-            _BOX,
-            (0.05, 0.9, height / 2 + 0.05),
-            pos=(0, s * (width / 2 + 1.0), height / 2 + 0.05),
-            rgba=(0.85, 0.83, 0.78, 1.0),
-        )
+        _geom(frame, f"door_wall_{side}", _BOX, (0.05, 0.9, height / 2 + 0.05),
+              pos=(0, s * (width / 2 + 1.0), height / 2 + 0.05),
+              rgba=(0.85, 0.83, 0.78, 1.0))  # fmt: skip
+        solid += [f"door_post_{side}", f"door_wall_{side}"]
     _geom(frame, None, _BOX, (0.05, width / 2 + 0.1, 0.05), pos=(0, 0, height + 0.1), rgba=grey)
     door = spec.worldbody.add_body()
     door.name = "door"
@@ -176,13 +178,25 @@ def add_door(spec: mujoco.MjSpec, width: float, height: float, damping: float,
     hy = width - 0.12
     _geom(door, None, _BOX, (0.03, 0.01, 0.01), pos=(-0.04, hy + 0.06, handle_height),
           rgba=(0.8, 0.8, 0.8, 1.0))  # fmt: skip
-    _geom(door, "door_handle", _CAPSULE, (0.015,),
-          fromto=(-0.07, hy - 0.06, handle_height, -0.07, hy + 0.06, handle_height),
+    # the lever turns about the door's normal at its outer end (pressing its free end down)
+    lever = door.add_body()
+    lever.name = "door_lever"
+    lever.pos = np.array([-0.07, hy + 0.06, handle_height])
+    lj = lever.add_joint()
+    lj.name = "door_lever"
+    lj.type = mujoco.mjtJoint.mjJNT_HINGE
+    lj.axis = np.array([1.0, 0.0, 0.0])  # positive: the free end (toward -y) goes down
+    lj.range = np.array([0.0, 0.9])
+    lj.limited = mujoco.mjtLimited.mjLIMITED_TRUE
+    lj.stiffness = np.array([3.0, 0.0, 0.0])  # N m / rad back to horizontal
+    lj.damping = np.array([0.2, 0.0, 0.0])
+    lj.armature = 0.01
+    _geom(lever, "door_handle", _CAPSULE, (0.015,), fromto=(0, -0.12, 0, 0, 0, 0), mass=0.2,
           rgba=(0.85, 0.85, 0.85, 1.0))  # fmt: skip
-    site = door.add_site()
+    site = lever.add_site()
     site.name = "handle"
-    site.pos = np.array([-0.07, hy, handle_height])
-    return "door_panel", "door_handle"
+    site.pos = np.array([0.0, -0.06, 0.0])
+    return "door_panel", "door_handle", solid
 
 
 def add_platform(spec: mujoco.MjSpec, front_x: float, half: Sequence[float],

@@ -30,7 +30,8 @@ from benchmarks.common import append_result  # noqa: E402
 from refine_dp_jax import envs  # noqa: E402
 from refine_dp_jax.envs.base import put_model  # noqa: E402
 
-TASKS = ("humanoid_box_pickup", "humanoid_pick_place", "humanoid_door", "humanoid_platform")
+TASKS = ("humanoid_llc", "humanoid_table_lift", "humanoid_table_place", "humanoid_box_pickup",
+         "humanoid_pick_place", "humanoid_door", "humanoid_platform")  # fmt: skip
 BRAX = "brax_humanoid"
 
 

@@ -37,7 +37,7 @@ from refine_dp_jax.config import replace  # noqa: E402
 from refine_dp_jax.train.finetune import FinetuneState  # noqa: E402
 from refine_dp_jax.train.hierarchy import ObsNormalizer, hier_init  # noqa: E402
 
-QUICK_HUMANOID = "humanoid_pick_place"
+QUICK_HUMANOIDS = ("humanoid_pick_place", "humanoid_llc")  # a task scene, the LLC's scene
 SCALING_KEYS = ("env", "batch", "steps_per_s", "physics_steps_per_s", "compile_s",
                 "denoising_steps_per_s", "seconds_per_iteration")  # fmt: skip
 
@@ -373,11 +373,12 @@ def main() -> None:
     phys = None
     measured = {}  # breakdown parts already timed in this run: part -> (compile_s, s/iteration)
     if want("physics_limit"):
-        # quick: the experiment's env, the probe env and one humanoid (each humanoid model
-        # compiles for ~40 s on 2 cores); full: every registered environment
+        # quick: the experiment's env, the probe env, one humanoid task and the humanoid LLC's
+        # robot-only scene (each humanoid model compiles for ~40 s on 2 cores); full: every
+        # registered environment
         names = envs.names()
         if args.quick:
-            names = [n for n in names if n in (cfg.env, "point_reach", QUICK_HUMANOID)]
+            names = [n for n in names if n in (cfg.env, "point_reach", *QUICK_HUMANOIDS)]
         for name in names:
             row = physics_limit(name, batch, 100, reps)
             if name == cfg.env:

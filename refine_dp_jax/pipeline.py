@@ -145,6 +145,9 @@ class ExperimentConfig:
             values = pair[1] if isinstance(pair[1], tuple) else (pair[1],)
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 raise ConfigError.for_field(f"env_overrides.{pair[0]}", pair[1], "must be finite")
+        if not isinstance(self.llc_checkpoint, str):
+            raise ConfigError.for_field("llc_checkpoint", self.llc_checkpoint,
+                                        "must be a folder path (a string)")  # fmt: skip
         check_fields(self, {
             "env": one_of(*env_names()), "seed": within(0, 2**31 - 1), "hold": ONE_PLUS,
             "task_curriculum": NONNEG, "eval_episodes": ONE_PLUS, "video_episodes": NONNEG,

@@ -119,7 +119,10 @@ def check_llc(folder: str, parts) -> dict:
     npz, meta = os.path.join(folder, NPZ), os.path.join(folder, META)
     for p in (meta, npz):
         if not os.path.isfile(p):
-            raise FileNotFoundError(f"LLC checkpoint {folder}: {os.path.basename(p)} is missing")
+            raise ConfigError(
+                f"LLC checkpoint {folder}: {os.path.basename(p)} is missing (train "
+                "and export one: refine-dp train-llc, then refine-dp export-llc)"
+            )
     with open(meta) as f:
         try:
             record = json.load(f)

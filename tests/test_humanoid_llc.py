@@ -133,7 +133,7 @@ def test_stored_llc_round_trip_and_refusals(stand_parts, tmp_path):
     with pytest.raises(CorruptArtifactError, match="checksum"):
         load_llc(bad, parts)
     os.remove(os.path.join(bad, "llc.npz"))
-    with pytest.raises(FileNotFoundError, match="llc.npz is missing"):
+    with pytest.raises(ConfigError, match="llc.npz is missing"):
         load_llc(bad, parts)
     meta = json.load(open(os.path.join(folder, "llc.json")))
     assert meta["command"].startswith("refine-dp") and meta["sizes"]["action"] == 26
@@ -185,3 +185,39 @@ def test_reward_curriculum_ramps_the_penalty_weights():
                                s * c.w_arm_action_rate_final * 14 * 0.09, rtol=1e-5)  # fmt: skip
     for k in ("hand_pos", "foot_pos", "orientation"):
         assert terms[0.0][k] == terms[1.0][k] > 0
+
+
+# -- the committed standing LLC -----------------------------------------------------------------
+STAND_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand"
+
+
+def test_committed_standing_llc_stands_tracks_and_grips():
+    """The committed LLC (docs/humanoid.md) loads with its checks (missing, corrupted or
+    mismatched files fail here) and, deterministic, on 16 randomized 10 s episodes of its
+    task (payloads, pushes, friction, arm configuration; new hand targets every 1-3 s):
+    at most one fall, hands within the measured quality, grippers following the command."""
+    from refine_dp_jax.train.llc_eval import make_llc_eval, summarize
+
+    cfg = experiments.get("humanoid_llc_stand")
+    parts = pipeline.build(cfg)
+    learner = load_llc(pipeline.resolve_path(STAND_LLC), parts)
+    policy = lambda p, obs: parts.llc_ppo.act(p, obs, jax.random.PRNGKey(0), True)[0]
+    run = make_llc_eval(parts.env, 16, cfg.llc.command_hold_steps, policy)
+    m = summarize(run(learner, jax.random.PRNGKey(123)), parts.env.dt)
+    assert m["fall_rate"] <= 1 / 16, m
+    assert m["hand_pos_err_median"] < 0.05, m
+    assert m["hand_rot_err_median"] < 0.3, m
+    assert m["gripper_followed"] >= 0.98, m
+
+
+def test_full_size_humanoid_experiments_run_at_the_papers_rates():
+    """DP at 10 Hz over the 50 Hz LLC (hold 5), To = 8, Ta = 12; each loads a stored LLC."""
+    for task in ("table_lift", "table_place", "box_pickup", "pick_place", "door", "platform"):
+        cfg = experiments.get(f"humanoid_{task}")
+        env = envs.make(cfg.env, **dict(cfg.env_overrides))
+        assert abs(env.dt - 0.02) < 1e-9 and cfg.hold == 5, task
+        assert (cfg.diffusion.obs_history, cfg.diffusion.horizon) == (8, 12), task
+        assert cfg.llc_checkpoint, task
+    cfg = experiments.get("humanoid_door")
+    with pytest.raises(ConfigError, match="humanoid_llc_walk"):  # not trained yet
+        pipeline.build(cfg)

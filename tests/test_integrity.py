@@ -191,6 +191,8 @@ BAD_INPUTS = [
     (["--set", "dppo.critic_hidden=a,b"], "dppo.critic_hidden = 'a,b'"),
     (["--set", "seed"], "key=value"),
     (["--experiment", "nope"], "unknown experiment 'nope'"),
+    (["--set", "llc_checkpoint=/nonexistent"], "LLC checkpoint /nonexistent: llc.json is missing"),
+    (["--experiment", "humanoid_door"], "humanoid_llc_walk: llc.json is missing"),  # not trained
 ]
 
 

@@ -98,8 +98,10 @@ def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg,
     assert [r["iteration"] for r in rows] == list(range(len(rows)))
 
 
-def test_nonfinite_physics_is_reset_and_counted(tiny_parts, tiny_cfg):
-    """An env whose physics turns NaN is flagged, reset, counted, and never reaches learning."""
+def test_nonfinite_physics_is_reset_and_counted(tiny_run, tiny_parts, tiny_cfg):
+    """An env whose physics turns NaN is flagged, reset, counted, and never reaches learning.
+    (The step is jitted as the LLC stage's loop jits it, after the tiny run: the persistent
+    compilation cache then serves the compiled program.)"""
     from refine_dp_jax.train.llc import make_llc_train
 
     init, step, _ = make_llc_train(tiny_parts.env, tiny_cfg.llc)
@@ -108,7 +110,9 @@ def test_nonfinite_physics_is_reset_and_counted(tiny_parts, tiny_cfg):
     state = state.replace(
         env_state=state.env_state.replace(data=data.replace(qvel=data.qvel.at[0].set(jnp.nan)))
     )
-    new, metrics = jax.jit(step)(state)
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    new, metrics = jax.jit(guard_nonfinite(step), donate_argnums=0)(state)
+    assert float(metrics["skipped_nonfinite_update"]) == 0.0  # the NaN never reached learning
     assert float(metrics["nonfinite_resets"]) >= 1
     assert all(np.isfinite(x).all() for x in _leaves(new.learner))
     assert all(np.isfinite(x).all() for x in _leaves(new.env_state.data.qvel))

@@ -656,9 +656,12 @@ class HumanoidEnv:
 
     # -- contract: commands ----------------------------------------------------------------
     def with_command(self, state: EnvState, command) -> EnvState:
-        """Sets the command; with the IK arm prior, also the arm PD targets that put the hands
-        at the commanded poses (warm-started from the previous ones)."""
+        """Sets the command (clipped to the command range; a standing task's base velocity
+        held at 0); with the IK arm prior, also the arm PD targets that put the hands at the
+        commanded poses (warm-started from the previous ones)."""
         command = jnp.clip(command, self.command_low, self.command_high)
+        if self.task_spec.stands:
+            command = command.at[:3].set(0.0)
         f = self.features(state.data)
         task = state.task
         if self.cfg.arm_prior == "ik":

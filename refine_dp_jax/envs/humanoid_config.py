@@ -171,8 +171,14 @@ class HumanoidConfig:
                 raise ConfigError(f"humanoid: {name} must be (low, high) with low <= high")
         if self.vx_range[0] >= self.vx_range[1] or self.hand_z_range[0] >= self.hand_z_range[1]:
             raise ConfigError("humanoid: command ranges must have low < high")
-        if not 0.0 <= self.payload_prob <= 1.0 or not 0.0 <= self.arm_randomization_prob <= 1.0:
+        probs = (self.payload_prob, self.arm_randomization_prob, self.command_reach_prob,
+                 self.command_stand_prob)  # fmt: skip
+        if not all(0.0 <= p <= 1.0 for p in probs):
             raise ConfigError("humanoid: probabilities must lie in [0, 1]")
+        if min(self.command_hand_speed, self.command_hand_turn_rate, self.command_reach_rot) <= 0:
+            raise ConfigError("humanoid: command_hand_speed, _turn_rate, _reach_rot must be > 0")
+        if self.door_open_angle <= 0 or self.latch_release_angle <= 0:
+            raise ConfigError("humanoid: door_open_angle and latch_release_angle must be > 0")
         if self.arm_prior not in ("ik", "none"):
             raise ConfigError(f"humanoid: arm_prior = {self.arm_prior!r}: one of 'ik', 'none'")
         if self.ik_iterations < 1 or self.arm_action_scale <= 0 or self.leg_action_scale <= 0:

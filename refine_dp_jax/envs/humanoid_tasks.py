@@ -67,6 +67,10 @@ class TaskSpec:
     expert: Callable[..., jax.Array]  # (env, EnvState, Features) -> [Dc] command
     # ground height (m) at a world (x, y): the footstep command carries it (None: flat)
     terrain: Callable[[HumanoidConfig, jax.Array], jax.Array] | None = None
+    walks: bool = True  # False: the stage planner's base velocity is always 0
+    # a standing task: the command's base velocity is ignored (held at 0), so that the DP's
+    # exploration cannot make a standing LLC step
+    stands: bool = False
 
 
 # -- shared planner pieces ------------------------------------------------------------------
@@ -191,15 +195,17 @@ def _box_dropped(env, f: Features):
     return f.obj_pos[2] < env.cfg.table_height - 0.3
 
 
-def _box_expert(env, state, f: Features):
-    """Walk to 0.4 m behind the box; open the arms to either side of it; squeeze it between
-    the two fixed jaws; lift it. The previous command remembers the squeeze."""
+def _box_expert(env, state, f: Features, standing: bool = False):
+    """Walk to 0.4 m behind the box (``standing``: the robot is already in reach and does not
+    walk); open the arms to either side of it; squeeze it between the two fixed jaws; lift it.
+    The previous command remembers the squeeze."""
     c = env.cfg
     hy = c.box_half[1] + env.params.jaw_offset  # hand centre line when the jaw touches the box
     obj_b = f.obj_b
     prev = state.command
     stand = f.obj_pos[:2] + jnp.array([-0.40, 0.0])
     vel, _ = walk_to(f, stand, 0.0, c)
+    vel = jnp.zeros(3) if standing else vel
     at_stand = jnp.all(vel == 0.0)
     side = jnp.array([0.0, 1.0, 0.0])
     pre_l, pre_r = obj_b + (hy + 0.06) * side, obj_b - (hy + 0.06) * side
@@ -478,8 +484,7 @@ def _table_lift_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -
 
 def _table_lift_expert(env, state, f: Features):
     """The box pickup's squeeze-and-lift without the walk: base velocity 0."""
-    cmd = _box_expert(env, state, f)
-    return cmd.at[:3].set(0.0)
+    return _box_expert(env, state, f, standing=True)
 
 
 def _table_place_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
@@ -573,6 +578,7 @@ TASKS: dict[str, TaskSpec] = {
             hold_seconds=lambda c: 0.0,
             dropped=_never,
             expert=_llc_expert,
+            walks=False,
         ),
         TaskSpec(
             name="humanoid_table_lift",
@@ -593,6 +599,8 @@ TASKS: dict[str, TaskSpec] = {
             hold_seconds=lambda c: c.lift_seconds,
             dropped=_box_dropped,
             expert=_table_lift_expert,
+            walks=False,
+            stands=True,
         ),
         TaskSpec(
             name="humanoid_table_place",
@@ -613,6 +621,8 @@ TASKS: dict[str, TaskSpec] = {
             hold_seconds=lambda c: 0.0,
             dropped=_on_table_dropped,
             expert=_table_place_expert,
+            walks=False,
+            stands=True,
         ),
         TaskSpec(
             name="humanoid_box_pickup",

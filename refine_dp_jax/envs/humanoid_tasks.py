@@ -58,13 +58,14 @@ class TaskSpec:
     build_scene: Callable[[HumanoidConfig, HumanoidParams, PhysicsOptions], mujoco.MjSpec]
     object_site: str  # site of the task object (its pose is in the DP observation)
     object_joint: str | None  # free joint of the task object (None: no free object)
-    anchor: Callable[[HumanoidConfig], tuple[float, float]]  # robot start ranges centre
-    approach_yaw: float  # heading the robot should have when working at the anchor
     place: Callable[..., tuple]  # (env, key, qpos) -> (qpos, goal [3])
     condition: Callable[..., jax.Array]  # (env, Features, TaskState) -> [] bool, instantaneous
-    hold_seconds: Callable[[HumanoidConfig], float]  # how long the condition must hold
     dropped: Callable[..., jax.Array]  # (env, Features) -> [] bool: the object is lost
     expert: Callable[..., jax.Array]  # (env, EnvState, Features) -> [Dc] command
+    # robot start ranges centre, and the heading the robot should have working there
+    anchor: Callable[[HumanoidConfig], tuple[float, float]] = lambda c: (0.0, 0.0)
+    approach_yaw: float = 0.0
+    hold_seconds: Callable[[HumanoidConfig], float] = lambda c: 0.0  # condition must hold
     # ground height (m) at a world (x, y): the footstep command carries it (None: flat)
     terrain: Callable[[HumanoidConfig, jax.Array], jax.Array] | None = None
     walks: bool = True  # False: the stage planner's base velocity is always 0
@@ -468,6 +469,7 @@ def _platform_expert(env, state, f: Features):
 # -- standing tasks at a table (no walking) --------------------------------------------------
 # The robot starts in front of the table, within reach; the DP's base velocity is held at 0.
 TABLE_CENTRE = (0.15, 0.0)  # x, y of the table top centre; objects sit around x = 0
+STANDING_START = (("start_angle", 0.15), ("start_heading", 0.15), ("object_jitter", 0.03))
 
 
 def _table_lift_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
@@ -571,11 +573,8 @@ TASKS: dict[str, TaskSpec] = {
             build_scene=_llc_scene,
             object_site="origin",
             object_joint=None,
-            anchor=lambda c: (0.0, 0.0),
-            approach_yaw=0.0,
             place=_llc_place,
             condition=lambda env, f, task: jnp.zeros((), bool),
-            hold_seconds=lambda c: 0.0,
             dropped=_never,
             expert=_llc_expert,
             walks=False,
@@ -585,15 +584,11 @@ TASKS: dict[str, TaskSpec] = {
             defaults=(
                 ("episode_seconds", 10.0),
                 ("start_distance", (0.38, 0.44)),
-                ("start_angle", 0.15),
-                ("start_heading", 0.15),
-                ("object_jitter", 0.03),
+                *STANDING_START,
             ),
             build_scene=_table_lift_scene,
             object_site="box",
             object_joint="box",
-            anchor=lambda c: (0.0, 0.0),
-            approach_yaw=0.0,
             place=_box_place,
             condition=_box_condition,
             hold_seconds=lambda c: c.lift_seconds,
@@ -607,18 +602,14 @@ TASKS: dict[str, TaskSpec] = {
             defaults=(
                 ("episode_seconds", 15.0),
                 ("start_distance", (0.36, 0.42)),
-                ("start_angle", 0.15),
-                ("start_heading", 0.15),
-                ("object_jitter", 0.03),
+                *STANDING_START,
             ),
             build_scene=_table_place_scene,
             object_site="object",
             object_joint="object",
             anchor=lambda c: (0.0, -0.5 * c.place_offset),
-            approach_yaw=0.0,
             place=_table_place_place,
             condition=_pp_condition,
-            hold_seconds=lambda c: 0.0,
             dropped=_on_table_dropped,
             expert=_table_place_expert,
             walks=False,
@@ -630,8 +621,6 @@ TASKS: dict[str, TaskSpec] = {
             build_scene=_box_scene,
             object_site="box",
             object_joint="box",
-            anchor=lambda c: (0.0, 0.0),
-            approach_yaw=0.0,
             place=_box_place,
             condition=_box_condition,
             hold_seconds=lambda c: c.lift_seconds,
@@ -644,11 +633,8 @@ TASKS: dict[str, TaskSpec] = {
             build_scene=_pp_scene,
             object_site="object",
             object_joint="object",
-            anchor=lambda c: (0.0, 0.0),
-            approach_yaw=0.0,
             place=_pp_place,
             condition=_pp_condition,
-            hold_seconds=lambda c: 0.0,
             dropped=_on_table_dropped,
             expert=_pp_expert,
         ),
@@ -663,10 +649,8 @@ TASKS: dict[str, TaskSpec] = {
             object_site="handle",
             object_joint=None,
             anchor=lambda c: (0.0, c.door_width / 2 - 0.12),
-            approach_yaw=0.0,
             place=_door_place,
             condition=_door_condition,
-            hold_seconds=lambda c: 0.0,
             dropped=_never,
             expert=_door_expert,
         ),
@@ -677,10 +661,8 @@ TASKS: dict[str, TaskSpec] = {
             object_site="object",
             object_joint="object",
             anchor=lambda c: (c.platform_front, 0.0),
-            approach_yaw=0.0,
             place=_platform_place,
             condition=_platform_condition,
-            hold_seconds=lambda c: 0.0,
             dropped=_platform_dropped,
             expert=_platform_expert,
             terrain=_platform_terrain,

@@ -140,7 +140,7 @@ class HumanoidConfig:
     object_jitter: float = 0.05  # m, random object displacement on its support at reset
     place_distance: float = 3.0  # m between the two tables (pick_place)
     goal_radius: float = 0.10  # m, placement region radius (pick_place, table_place)
-    place_offset: float = 0.25  # m, goal disc to the right of the block (table_place)
+    place_offset: float = 0.22  # m, goal disc to the right of the block (table_place)
     door_width: float = 0.9  # m
     door_height: float = 2.0  # m
     door_damping: float = 3.0  # N m s / rad, hinge damping

@@ -196,7 +196,7 @@ def _box_dropped(env, f: Features):
     return f.obj_pos[2] < env.cfg.table_height - 0.3
 
 
-def _box_expert(env, state, f: Features, standing: bool = False):
+def _box_expert(env, state, f: Features, standing: bool = False, rot=(0.0, 0.0, 0.0)):
     """Walk to 0.4 m behind the box (``standing``: the robot is already in reach and does not
     walk); open the arms to either side of it; squeeze it between the two fixed jaws; lift it.
     The previous command remembers the squeeze."""
@@ -223,7 +223,7 @@ def _box_expert(env, state, f: Features, standing: bool = False):
     tl = jnp.where(at_stand | squeeze, tl, env.ready_hands[0, :3])
     tr = jnp.where(at_stand | squeeze, tr, env.ready_hands[1, :3])
     vel = jnp.where(squeeze, 0.0, vel)
-    cmd = compose(vel, _pose(tl), _pose(tr), jnp.ones(2))
+    cmd = compose(vel, _pose(tl, rot), _pose(tr, rot), jnp.ones(2))
     return finish(env, state, cmd)
 
 
@@ -468,8 +468,15 @@ def _platform_expert(env, state, f: Features):
 
 # -- standing tasks at a table (no walking) --------------------------------------------------
 # The robot starts in front of the table, within reach; the DP's base velocity is held at 0.
+# The arm's reach (measured: multi-start IK of the right arm, pelvis frame, waist at 0) ends
+# near x = 0.40 m at the table's height, and a hand held level (identity orientation) falls
+# 3 cm short at x = 0.30 m, z = 0; pitched 0.5 rad down it reaches. So the standing tasks
+# put the robot 0.28-0.34 m from the object, the table 5 cm higher than the walking tasks'
+# (its top 3 cm below the pelvis), and grasp with the hand pitched down.
 TABLE_CENTRE = (0.15, 0.0)  # x, y of the table top centre; objects sit around x = 0
-STANDING_START = (("start_angle", 0.15), ("start_heading", 0.15), ("object_jitter", 0.03))
+STANDING_START = (("start_angle", 0.15), ("start_heading", 0.15), ("object_jitter", 0.03),
+                  ("table_height", 0.75))  # fmt: skip
+GRASP_ROT = (0.0, 0.5, 0.0)  # rotation vector of a standing grasp: pitched 0.5 rad down
 
 
 def _table_lift_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
@@ -486,7 +493,7 @@ def _table_lift_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -
 
 def _table_lift_expert(env, state, f: Features):
     """The box pickup's squeeze-and-lift without the walk: base velocity 0."""
-    return _box_expert(env, state, f, standing=True)
+    return _box_expert(env, state, f, standing=True, rot=GRASP_ROT)
 
 
 def _table_place_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
@@ -516,6 +523,7 @@ def _table_place_expert(env, state, f: Features):
     prev = state.command
     stand = f.base_pos[:2]  # no walking: grasp_plan's stand pose is where the robot is
     _, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, f.yaw, 0.08)
+    hand_pick = hand_pick.at[3:].set(jnp.asarray(GRASP_ROT))
     goal = state.task.goal
     goal_b = rot2d(f.yaw).T @ (goal[:2] - f.base_pos[:2])
     lifted = f.obj_pos[2] > c.table_height + c.object_half[2] + 0.05
@@ -529,7 +537,7 @@ def _table_place_expert(env, state, f: Features):
     grip = jnp.where(over_goal & down, -1.0, 1.0)
     placed = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < c.goal_radius
     done = placed & ~holding & ~(prev[16] > 0)
-    right = jnp.where(carry, _pose(hand), hand_pick)
+    right = jnp.where(carry, _pose(hand, GRASP_ROT), hand_pick)
     grip = jnp.where(carry, grip, grip_pick)
     right = jnp.where(done, env.ready_hands[1], right)
     grip = jnp.where(done | (placed & ~holding), -1.0, grip)
@@ -583,7 +591,7 @@ TASKS: dict[str, TaskSpec] = {
             name="humanoid_table_lift",
             defaults=(
                 ("episode_seconds", 10.0),
-                ("start_distance", (0.38, 0.44)),
+                ("start_distance", (0.30, 0.34)),
                 *STANDING_START,
             ),
             build_scene=_table_lift_scene,
@@ -601,13 +609,13 @@ TASKS: dict[str, TaskSpec] = {
             name="humanoid_table_place",
             defaults=(
                 ("episode_seconds", 15.0),
-                ("start_distance", (0.36, 0.42)),
+                ("start_distance", (0.28, 0.32)),
                 *STANDING_START,
             ),
             build_scene=_table_place_scene,
             object_site="object",
             object_joint="object",
-            anchor=lambda c: (0.0, -0.5 * c.place_offset),
+            anchor=lambda c: (0.0, 0.03),  # block 3 cm right of the pelvis, goal further right
             place=_table_place_place,
             condition=_pp_condition,
             dropped=_on_table_dropped,

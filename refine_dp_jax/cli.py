@@ -296,6 +296,7 @@ def export_llc(
     experiment: str = "humanoid_llc_stand",
     out: Path = Path("runs/humanoid_llc_stand"),
     set: SetFlags = (),  # noqa: A002
+    note: str = "",
 ) -> None:
     """Writes the LLC trained in --out (stage 1 done) to --to as a small, pickle-free stored
     LLC (llc.npz + llc.json: robot, interface, networks, the command that trained it, its
@@ -316,12 +317,67 @@ def export_llc(
                           f"{_command('train-llc', experiment, out, set)})")  # fmt: skip
     learner = pipeline.load_llc(parts, str(out))
     extra = {k: done[k] for k in ("eval", "env_steps", "seconds", "final_metrics") if k in done}
+    extra["note"] = note  # e.g. the commit of the code that trained it
     record = save_llc(str(to), parts, learner, _command("train-llc", experiment, out, set), extra)
-    for name in ("metrics.jsonl", "curves.png"):
+    for name in ("metrics.jsonl", "curves.png", "eval.json"):
         src = out / "llc" / name
         if src.exists():
             shutil.copy(src, to / name)
+    (to / "README.md").write_text(_llc_readme(record))
     print(json.dumps({k: record[k] for k in ("env", "sizes", "sha256")}, indent=1))
+
+
+def _llc_readme(record: dict) -> str:
+    """The stored LLC's card: what made it and how good it is (from llc.json)."""
+    lines = [
+        f"# Stored LLC: {record['env']}",
+        "",
+        "Made by (from the repository root, then `refine-dp export-llc`):",
+        "",
+        f"    {record['command']}",
+        "",
+        *([record["note"], ""] if record.get("note") else []),
+        f"Environment steps: {record.get('env_steps', '?')}, training wall time: "
+        f"{record.get('seconds', 0.0) / 60:.1f} min. Sizes: {record['sizes']}.",
+        "Files: `llc.npz` (parameters and normalizer statistics, no pickle), `llc.json` "
+        "(robot digest, interface, networks, LLC config, sha256 of the npz; the loader checks "
+        "them), `metrics.jsonl` and `curves.png` (learning curves), `eval.json`.",
+        "",
+    ]
+    ev = record.get("eval") or {}
+    if ev:
+        names = list(ev)
+        lines += ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        for key in ev[names[0]]:
+            vals = " | ".join(f"{ev[n].get(key, float('nan')):.4g}" for n in names)
+            lines.append(f"| {key} | {vals} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def eval_llc(
+    experiment: str = "humanoid_llc_stand",
+    out: Path = Path("runs/humanoid_llc_stand"),
+    set: SetFlags = (),  # noqa: A002
+) -> None:
+    """Evaluates the LLC trained in --out (stage 1 done) on its own task, deterministic, over
+    llc.eval_episodes randomized episodes (fall rate, hand errors, gripper following; trained
+    LLC vs the zero residual); writes --out/llc/eval.json."""
+    setup_process()
+    from refine_dp_jax import pipeline
+    from refine_dp_jax.checkpoint import mark_done, read_done
+
+    cfg = _experiment(experiment, set)
+    parts = pipeline.build(cfg)
+    done = read_done(str(out / "llc"), "final")
+    if done is None:
+        raise ConfigError(f"--out {out}: stage llc is not done (train it first: "
+                          f"{_command('train-llc', experiment, out, set)})")  # fmt: skip
+    if cfg.llc.eval_episodes < 1:
+        raise ConfigError("llc.eval_episodes must be >= 1 to evaluate (--set llc.eval_episodes=N)")
+    result = pipeline.evaluate_llc(parts, pipeline.load_llc(parts, str(out)), str(out / "llc"))
+    mark_done(str(out / "llc"), {**done, "eval": result})
+    print(json.dumps(result, indent=1))
 
 
 def commands() -> dict:
@@ -330,6 +386,7 @@ def commands() -> dict:
         **{name: _stage_command(name) for name in _STAGE_DOCS},
         "sweep": sweep,
         "export-llc": export_llc,
+        "eval-llc": eval_llc,
     }
 
 

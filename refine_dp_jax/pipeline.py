@@ -341,22 +341,27 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
 
 
 def evaluate_llc(parts: Parts, learner, path: str | None = None) -> dict:
-    """The trained LLC (deterministic) and the zero residual (the arm prior and the default
-    legs alone) on ``llc.eval_episodes`` randomized episodes of the LLC's own task
-    (``train/llc_eval.py``); written to ``path/eval.json`` when ``path`` is given."""
+    """The trained LLC (deterministic) on ``llc.eval_episodes`` randomized episodes of its own
+    task (``train/llc_eval.py``), with the commands of its training (``llc``) and with hand
+    targets that are reachable by construction (``llc_reachable``: forward kinematics of
+    random arm joints only; humanoid envs, whose reach-box targets lie partly out of reach),
+    and the zero residual (the arm prior and the default legs alone) on the latter
+    (``prior_only_reachable``). Written to ``path/eval.json`` when ``path`` is given."""
     from refine_dp_jax.train.llc_eval import make_llc_eval, summarize, zero_policy
 
     cfg, env, ppo = parts.cfg, parts.env, parts.llc_ppo
-    policies = {
-        "llc": (lambda p, obs: ppo.act(p, obs, jax.random.PRNGKey(0), True)[0], learner),
-        "prior_only": (zero_policy(env), None),
-    }
-    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)  # same episodes for both
+    act = lambda p, obs: ppo.act(p, obs, jax.random.PRNGKey(0), True)[0]  # noqa: E731
+    runs = {"llc": (env, act, learner)}
+    if hasattr(env.cfg, "command_reach_prob"):
+        reach_env = make_env(cfg.env, **{**dict(cfg.env_overrides), "command_reach_prob": 0.0})
+        runs["llc_reachable"] = (reach_env, act, learner)
+        runs["prior_only_reachable"] = (reach_env, zero_policy(reach_env), None)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)  # the same episodes for all
     out = {}
-    for name, (policy, params) in policies.items():
-        run = make_llc_eval(env, cfg.llc.eval_episodes, cfg.llc.command_hold_steps, policy,
+    for name, (e, policy, params) in runs.items():
+        run = make_llc_eval(e, cfg.llc.eval_episodes, cfg.llc.command_hold_steps, policy,
                             cfg.llc.velocity_hold_steps)  # fmt: skip
-        out[name] = summarize(run(params, key), env.dt)
+        out[name] = summarize(run(params, key), e.dt)
     if path is not None:
         with open(os.path.join(path, "eval.json"), "w") as f:
             json.dump(out, f, indent=1)

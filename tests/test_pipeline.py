@@ -164,3 +164,24 @@ def test_cli_help_and_bad_experiment(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["pipeline", "--experiment", "nope", "--out", "/tmp/x"])
     assert e.value.code == 2
+
+
+def test_exported_llc_is_loaded_instead_of_trained(tiny_run, tiny_cfg, tmp_path):
+    """export-llc writes a stored LLC with its card; an experiment with llc_checkpoint set
+    loads it in stage 1 (no training) and gets the same parameters."""
+    from refine_dp_jax import cli
+
+    out, _ = tiny_run
+    to = tmp_path / "stored"
+    cli.main(["export-llc", "--to", str(to), "--experiment", TINY, "--out", out])
+    assert {"llc.npz", "llc.json", "README.md", "metrics.jsonl"} <= set(os.listdir(to))
+    assert "refine-dp train-llc --experiment testbed_tiny" in (to / "README.md").read_text()
+    cfg = replace(tiny_cfg, llc_checkpoint=str(to))
+    parts = pipeline.build(cfg)
+    run2 = str(tmp_path / "run2")
+    done = pipeline.stage_llc(parts, run2)
+    assert done["loaded_from"] == str(to) and done["env_steps"] == 0
+    a = jax.tree.leaves(pipeline.load_llc(parts, out).params)
+    b = jax.tree.leaves(pipeline.load_llc(parts, run2).params)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -291,6 +291,21 @@ def sweep(
     print(json.dumps({k: v for k, v in result.items() if k != "state"}, indent=1))
 
 
+def _finished_llc(experiment: str, out: Path, sets):
+    """(config, parts, done record) of the run in ``out`` whose stage llc is done; else a
+    one-line error naming the command that trains it."""
+    from refine_dp_jax import pipeline
+    from refine_dp_jax.checkpoint import read_done
+
+    cfg = _experiment(experiment, sets)
+    parts = pipeline.build(cfg)
+    done = read_done(str(out / "llc"), "final")
+    if done is None:
+        raise ConfigError(f"--out {out}: stage llc is not done (train it first: "
+                          f"{_command('train-llc', experiment, out, sets)})")  # fmt: skip
+    return cfg, parts, done
+
+
 def export_llc(
     to: Path,
     experiment: str = "humanoid_llc_stand",
@@ -306,15 +321,9 @@ def export_llc(
     import shutil
 
     from refine_dp_jax import pipeline
-    from refine_dp_jax.checkpoint import read_done
     from refine_dp_jax.policy_store import save_llc
 
-    cfg = _experiment(experiment, set)
-    parts = pipeline.build(cfg)
-    done = read_done(str(out / "llc"), "final")
-    if done is None:
-        raise ConfigError(f"--out {out}: stage llc is not done (train it first: "
-                          f"{_command('train-llc', experiment, out, set)})")  # fmt: skip
+    cfg, parts, done = _finished_llc(experiment, out, set)
     learner = pipeline.load_llc(parts, str(out))
     extra = {k: done[k] for k in ("eval", "env_steps", "seconds", "final_metrics") if k in done}
     extra["note"] = note  # e.g. the commit of the code that trained it
@@ -365,14 +374,9 @@ def eval_llc(
     LLC vs the zero residual); writes --out/llc/eval.json."""
     setup_process()
     from refine_dp_jax import pipeline
-    from refine_dp_jax.checkpoint import mark_done, read_done
+    from refine_dp_jax.checkpoint import mark_done
 
-    cfg = _experiment(experiment, set)
-    parts = pipeline.build(cfg)
-    done = read_done(str(out / "llc"), "final")
-    if done is None:
-        raise ConfigError(f"--out {out}: stage llc is not done (train it first: "
-                          f"{_command('train-llc', experiment, out, set)})")  # fmt: skip
+    cfg, parts, done = _finished_llc(experiment, out, set)
     if cfg.llc.eval_episodes < 1:
         raise ConfigError("llc.eval_episodes must be >= 1 to evaluate (--set llc.eval_episodes=N)")
     result = pipeline.evaluate_llc(parts, pipeline.load_llc(parts, str(out)), str(out / "llc"))

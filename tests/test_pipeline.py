@@ -98,10 +98,9 @@ def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg,
     assert [r["iteration"] for r in rows] == list(range(len(rows)))
 
 
-def test_nonfinite_physics_is_reset_and_counted(tiny_run, tiny_parts, tiny_cfg):
-    """An env whose physics turns NaN is flagged, reset, counted, and never reaches learning.
-    (The step is jitted as the LLC stage's loop jits it, after the tiny run: the persistent
-    compilation cache then serves the compiled program.)"""
+def test_nonfinite_physics_is_reset_and_counted(tiny_parts, tiny_cfg):
+    """An env whose physics turns NaN is flagged, reset, counted, and never reaches learning
+    (the step jitted as the LLC stage's loop jits it, with the non-finite guard)."""
     from refine_dp_jax.train.llc import make_llc_train
 
     init, step, _ = make_llc_train(tiny_parts.env, tiny_cfg.llc)

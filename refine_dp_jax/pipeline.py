@@ -131,6 +131,10 @@ class ExperimentConfig:
     # it was trained for this robot, interface and network, instead of training. A relative
     # path is looked up from the working directory, then from the repository root.
     llc_checkpoint: str = ""
+    # A stored LLC (as ``llc_checkpoint``, checked the same way) whose parameters and
+    # normalizer statistics start stage 1's PPO instead of random ones: training a stored LLC
+    # further (fresh optimizer state; the reward curriculum restarts at iteration 0).
+    llc_init: str = ""
 
     def __post_init__(self):
         from refine_dp_jax.envs import names as env_names
@@ -145,9 +149,13 @@ class ExperimentConfig:
             values = pair[1] if isinstance(pair[1], tuple) else (pair[1],)
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 raise ConfigError.for_field(f"env_overrides.{pair[0]}", pair[1], "must be finite")
-        if not isinstance(self.llc_checkpoint, str):
-            raise ConfigError.for_field("llc_checkpoint", self.llc_checkpoint,
-                                        "must be a folder path (a string)")  # fmt: skip
+        for name in ("llc_checkpoint", "llc_init"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError.for_field(name, getattr(self, name),
+                                            "must be a folder path (a string)")  # fmt: skip
+        _check(not (self.llc_checkpoint and self.llc_init),
+               "llc_checkpoint (load a stored LLC, no training) and llc_init (train a stored "
+               "LLC further) exclude each other: set one")  # fmt: skip
         check_fields(self, {
             "env": one_of(*env_names()), "seed": within(0, 2**31 - 1), "hold": ONE_PLUS,
             "task_curriculum": NONNEG, "eval_episodes": ONE_PLUS, "video_episodes": NONNEG,
@@ -216,10 +224,10 @@ def build(cfg: ExperimentConfig) -> Parts:
     critic = Critic(hidden=cfg.dppo.critic_hidden)
     fns = make_dppo(denoiser, critic, cfg.diffusion, cfg.dppo, env.command_size)
     parts = Parts(cfg, env, make_llc_ppo(env, cfg.llc), denoiser, critic, fns)
-    if cfg.llc_checkpoint:  # a missing or mismatched LLC is refused before anything compiles
-        from refine_dp_jax.policy_store import check_llc
+    if cfg.llc_checkpoint or cfg.llc_init:  # a missing or mismatched LLC: refused before
+        from refine_dp_jax.policy_store import check_llc  # anything compiles
 
-        check_llc(resolve_path(cfg.llc_checkpoint), parts)
+        check_llc(resolve_path(cfg.llc_checkpoint or cfg.llc_init), parts)
     return parts
 
 
@@ -323,8 +331,16 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
     init_j = jax.jit(init)
     compile_checked(init_j, key, what="stage 1 (LLC PPO) initial state", hint=_HINT)
     state = init_j(key)
+    if cfg.llc_init:
+        from refine_dp_jax.policy_store import load_llc as load_stored
+
+        stored = load_stored(resolve_path(cfg.llc_init), parts)
+        state = state.replace(learner=state.learner.replace(
+            params=stored.params, actor_stats=stored.actor_stats,
+            critic_stats=stored.critic_stats))  # fmt: skip
     keys = ["reward", "hand_err", "hand_rot_err", "terminations", "base_height", "vel_err",
-            "entropy", "v_loss", "reward_curriculum", "nonfinite_resets"]  # fmt: skip
+            "entropy", "v_loss", "reward_curriculum", "nonfinite_resets", "lr",
+            "approx_kl"]  # fmt: skip
     state, rows = run_loop(
         path, state, step, cfg.llc.iterations, cfg.ckpt_every, "stage 1: LLC PPO",
         plot_keys=keys, postfix_keys=("reward", "hand_err"), stop_after=stop_after,

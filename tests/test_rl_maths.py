@@ -268,3 +268,36 @@ def test_llc_learn_updates_input_stats_only_when_asked():
     # the parameters take the same PPO step either way (the statistics are updated after it)
     for x, y in zip(jax.tree.leaves(frozen.params), jax.tree.leaves(updated.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_kl_adaptive_learning_rate_follows_the_rule():
+    """PPOConfig.desired_kl: each minibatch divides the actor lr by 1.5 when its KL from the
+    rollout policy exceeds 2 x desired_kl, multiplies it by 1.5 below desired_kl / 2, within
+    lr_bounds; desired_kl = 0 keeps the configured lr."""
+    from refine_dp_jax.train.gaussian_ppo import PPOBatch, PPOConfig, make_gaussian_ppo
+
+    m, dx, da = 8, 3, 2
+    x = jnp.asarray(RNG.normal(size=(m, dx)), jnp.float32)
+    act = jnp.asarray(RNG.normal(size=(m, da)), jnp.float32)
+    ones = jnp.ones((m,))
+
+    def lr_after(desired_kl, far: bool, bounds=(1e-5, 1e-2)):
+        cfg = PPOConfig(lr=1e-3, epochs=2, minibatches=2, actor_hidden=(8,), critic_hidden=(8,),
+                        desired_kl=desired_kl, lr_bounds=bounds)  # fmt: skip
+        ppo = make_gaussian_ppo(cfg, dx, dx, da, m)
+        learner = ppo.init(jax.random.PRNGKey(0))
+        _, logp = ppo.act(learner, x, jax.random.PRNGKey(0), True)
+        logp = jnp.broadcast_to(logp, (m,))
+        # far: the rollout policy gave these actions a much higher likelihood (KL >> 0.01)
+        batch = PPOBatch(actor_in=x, critic_in=x, action=act,
+                         log_prob=logp + (3.0 if far else 0.0) * ones, advantage=ones,
+                         ret=ones, weight=ones)  # fmt: skip
+        new, metrics = ppo.update(learner, batch, jax.random.PRNGKey(1))
+        assert float(metrics["lr"]) == float(new.lr)
+        return float(new.lr)
+
+    four = 2 * 2  # epochs x minibatches
+    np.testing.assert_allclose(lr_after(0.01, far=True), 1e-3 / 1.5**four, rtol=1e-5)
+    np.testing.assert_allclose(lr_after(10.0, far=False), 1e-3 * 1.5**four, rtol=1e-5)
+    np.testing.assert_allclose(lr_after(10.0, far=False, bounds=(1e-5, 2e-3)), 2e-3, rtol=1e-6)
+    np.testing.assert_allclose(lr_after(0.0, far=True), 1e-3, rtol=1e-7)

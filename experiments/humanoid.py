@@ -98,20 +98,6 @@ def humanoid_llc_stand_tiny() -> ExperimentConfig:
 STAND_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand"
 
 
-@register("humanoid_llc_stand_more")
-def humanoid_llc_stand_more() -> ExperimentConfig:
-    """The committed standing LLC (``STAND_LLC``) trained further: its parameters and
-    normalizer statistics start PPO, with the final reward weights from the first iteration
-    and the KL-adaptive learning rate (``llc.ppo.desired_kl``; the committed LLC's run, at a
-    fixed 3e-4, ended at KL 0.06 with half its samples clipped)."""
-    base = humanoid_llc_stand()
-    return replace(
-        base, llc_init=STAND_LLC,
-        **{"llc.iterations": 500, "llc.reward_curriculum_iterations": 0,
-           "llc.ppo.desired_kl": 0.01},
-    )  # fmt: skip
-
-
 # Where the walking LLC will be stored once trained (issue: walking LLC, GPU scale); the
 # walking tasks' experiments refuse to build until it exists.
 WALK_LLC = "refine_dp_jax/assets/llc/humanoid_llc_walk"

@@ -286,6 +286,31 @@ def test_footsteps_onto_a_step_carry_its_height_and_clear_it():
     np.testing.assert_allclose(np.asarray(feet_reference(flat, FEET, p)[1]), [p.swing_height, 0])
 
 
+# -- planners' hand servo ---------------------------------------------------------------------
+def test_hand_servo_cancels_a_steady_offset_and_never_winds_up():
+    """``servo`` (the standing tasks' planners): a hand that settles a fixed offset away from
+    its command (a plain-loop plant) ends on the goal; a hand held back by a contact moves the
+    command at most SERVO_REACH per axis from the goal, and a new goal far away starts from
+    at most SERVO_REACH off it."""
+    from refine_dp_jax.envs.humanoid_tasks import SERVO_REACH, servo
+
+    goal = np.array([0.30, -0.10, 0.05])
+    bias = np.array([0.01, -0.04, -0.03])  # the LLC's steady tracking offset
+    cmd = goal.copy()
+    for _ in range(30):
+        cmd = np.asarray(servo(jnp.asarray(goal), jnp.asarray(cmd), jnp.asarray(cmd + bias)))
+    np.testing.assert_allclose(cmd + bias, goal, atol=2e-3)
+    np.testing.assert_allclose(cmd, goal - bias, atol=2e-3)
+    blocked = goal - np.array([0.0, 0.10, 0.0])  # a box's side stops the hand 10 cm short
+    for _ in range(50):
+        cmd = np.asarray(servo(jnp.asarray(goal), jnp.asarray(cmd), jnp.asarray(blocked)))
+        assert np.all(np.abs(cmd - goal) <= SERVO_REACH + 1e-6)
+    assert cmd[1] == pytest.approx(goal[1] + SERVO_REACH)  # pushing as hard as allowed
+    far = goal + np.array([0.0, 0.0, 0.3])
+    cmd = np.asarray(servo(jnp.asarray(far), jnp.asarray(cmd), jnp.asarray(blocked)))
+    assert np.all(np.abs(cmd - far) <= SERVO_REACH + 1e-6)
+
+
 # -- robot -----------------------------------------------------------------------------------
 def test_robot_numbers_and_arm_fk():
     """G1-class size and mass; the JAX arm kinematics match MuJoCo's."""

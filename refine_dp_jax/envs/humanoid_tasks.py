@@ -113,10 +113,29 @@ def _pose(pos, rot=(0.0, 0.0, 0.0)):
     return jnp.concatenate([pos, jnp.asarray(rot, jnp.float32)])
 
 
-def finish(env: HumanoidEnv, state, cmd: jax.Array) -> jax.Array:
+STANDING_REACH_X = 0.38  # m ahead of the pelvis: hand targets of the standing tasks stop here
+SERVO_GAIN = 0.5  # share of the hand's remaining position error added to the command per call
+SERVO_REACH = 0.06  # m, largest offset of the command from the planned hand position (per axis)
+
+
+def servo(goal: jax.Array, prev: jax.Array, hand: jax.Array) -> jax.Array:
+    """A hand position command that brings the measured hand onto ``goal`` despite a steady
+    tracking offset of the LLC (integral action on the planner's side: measured, a trained
+    LLC left the hands 4-5 cm outside a box they were to squeeze): the previous command's
+    offset from the goal plus ``SERVO_GAIN`` x the hand's remaining error, within
+    +-``SERVO_REACH`` per axis (no wind-up when the goal jumps or a contact stops the hand)."""
+    return goal + jnp.clip(prev - goal + SERVO_GAIN * (goal - hand), -SERVO_REACH, SERVO_REACH)
+
+
+def finish(env: HumanoidEnv, state, cmd: jax.Array, f: Features | None = None) -> jax.Array:
     """Rate-limits the hand targets (5 cm per call relative to the previous command, so that
-    a tracking offset cannot stall the plan) and clips to the command range."""
+    a tracking offset cannot stall the plan) and clips to the command range. With the
+    features ``f``, hand positions are servoed onto the planned ones first (``servo``)."""
     prev = state.command
+    if f is not None:
+        for side, s in ((0, 3), (1, 9)):
+            cmd = cmd.at[s : s + 3].set(servo(cmd[s : s + 3], prev[s : s + 3],
+                                              f.hand_pose_b[side, :3]))  # fmt: skip
     for s in (3, 9):
         cmd = cmd.at[s : s + 3].set(rate_limit(prev[s : s + 3], cmd[s : s + 3], 0.05))
         cmd = cmd.at[s + 3 : s + 6].set(rate_limit(prev[s + 3 : s + 6], cmd[s + 3 : s + 6], 0.25))
@@ -124,9 +143,13 @@ def finish(env: HumanoidEnv, state, cmd: jax.Array) -> jax.Array:
 
 
 def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.Array,
-               stand_xy, stand_yaw, lift: float):  # fmt: skip
+               stand_xy, stand_yaw, lift: float, align: float = 0.025,
+               rest_z: jax.Array | None = None):  # fmt: skip
     """Right-hand pick of a block at ``obj_b`` (body frame): walk to the stand pose, bring the
-    open gripper behind the block, slide forward around it, close, lift by ``lift``.
+    open gripper behind the block to within ``align`` (m) of its line, slide forward around
+    it, close, lift by ``lift``. ``rest_z`` (body frame): the grasp height from the block's
+    resting height rather than its measured one (a target that follows the block follows it
+    down when the hand presses on it, and up when the hand lifts it).
 
     Returns (velocity [3], right hand pose [6], right gripper [], holding [] bool).
     """
@@ -135,12 +158,16 @@ def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.A
     at_stand = jnp.all(vel == 0.0)
     # the block is pushed against the inner (fixed) jaw: aim the hand centre a bit outward
     grasp = obj_b + jnp.array([0.0, -0.012, 0.0])
+    if rest_z is not None:
+        grasp = grasp.at[2].set(rest_z)
     pre = grasp + jnp.array([-0.10, 0.0, 0.0])
     hand_now = f.hand_pose_b[1, :3]
-    in_gripper = jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) < 0.05
-    holding = in_gripper & (prev_grip > 0)
+    # holding: closed on something (the finger stopped short of the jaw by the block) near
+    # the hand; a block that slides a few cm in the closed gripper is still held
+    in_gripper = jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) < 0.08
+    holding = in_gripper & (prev_grip > 0) & (f.grip[1] > c.object_half[1])
     behind = hand_now[0] < obj_b[0] - 0.06
-    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < 0.025
+    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < align
     target = jnp.where(behind & ~aligned, pre, grasp)
     close = jnp.linalg.norm(hand_now - grasp) < 0.02
     target = jnp.where(holding, grasp + jnp.array([0.0, 0.0, lift]), target)
@@ -198,11 +225,20 @@ def _box_dropped(env, f: Features):
 
 def _box_expert(env, state, f: Features, standing: bool = False, rot=(0.0, 0.0, 0.0)):
     """Walk to 0.4 m behind the box (``standing``: the robot is already in reach and does not
-    walk); open the arms to either side of it; squeeze it between the two fixed jaws; lift it.
-    The previous command remembers the squeeze."""
+    walk); open the arms to either side of it; squeeze it between the two fixed jaws; lift it
+    while both jaws touch it. The gripper command remembers the squeeze (-1 before, +1 from
+    the squeeze on: the fingers do not touch the box), so that a servoed hand command
+    (``finish``) cannot make the plan forget it. Standing, the hand targets are fixed where
+    the box was put (the task's goal point, minus the lift): targets that follow the box
+    would follow it wherever the jaws push it (measured: it was squeezed sideways off the
+    robot's reach) and raise themselves with it."""
     c = env.cfg
     hy = c.box_half[1] + env.params.jaw_offset  # hand centre line when the jaw touches the box
     obj_b = f.obj_b
+    if standing:
+        rest = state.task.goal - jnp.array([0.0, 0.0, c.lift_height])  # the box's start
+        obj_b = jnp.concatenate([rot2d(f.yaw).T @ (rest[:2] - f.base_pos[:2]),
+                                 (rest[2] - f.base_pos[2])[None]])  # fmt: skip
     prev = state.command
     stand = f.obj_pos[:2] + jnp.array([-0.40, 0.0])
     vel, _ = walk_to(f, stand, 0.0, c)
@@ -210,21 +246,29 @@ def _box_expert(env, state, f: Features, standing: bool = False, rot=(0.0, 0.0, 
     at_stand = jnp.all(vel == 0.0)
     side = jnp.array([0.0, 1.0, 0.0])
     pre_l, pre_r = obj_b + (hy + 0.06) * side, obj_b - (hy + 0.06) * side
-    sq_l, sq_r = obj_b + (hy - 0.02) * side, obj_b - (hy - 0.02) * side
+    depth = 0.04 if standing else 0.02  # squeeze targets this far inside the box's sides
+    sq_l, sq_r = obj_b + (hy - depth) * side, obj_b - (hy - depth) * side
     near = lambda a, b, tol: jnp.linalg.norm(a[:2] - b[:2]) < tol
-    was_squeezing = near(prev[3:6], sq_l, 0.03) & near(prev[9:12], sq_r, 0.03)
     hands = f.hand_pose_b[:, :3]
     at_pre = near(hands[0], pre_l, 0.03) & near(hands[1], pre_r, 0.03)
-    squeeze = was_squeezing | (at_stand & at_pre)
-    gripped = was_squeezing & near(hands[0], sq_l, 0.04) & near(hands[1], sq_r, 0.04)
-    lift = jnp.where(gripped, c.lift_height + 0.08, 0.0) * jnp.array([0.0, 0.0, 1.0])
-    tl = jnp.where(squeeze, sq_l + lift, pre_l)
-    tr = jnp.where(squeeze, sq_r + lift, pre_r)
+    squeeze = (prev[15] > 0) | (at_stand & at_pre)
+    # held: both jaws on the box's sides (the hands stop at the box, short of the squeeze
+    # targets), or the box already off the table (nothing else holds it up)
+    box = f.obj_b
+    on_sides = near(hands[0], box + hy * side, 0.04) & near(hands[1], box - hy * side, 0.04)
+    gripped = (prev[15] > 0) & (on_sides | (f.obj_pos[2] > c.table_height + c.box_half[2] + 0.02))
+    # standing: the box hangs ~8 cm below the jaws (it pivots about the two pad contacts)
+    lift = jnp.where(gripped, c.lift_height + (0.12 if standing else 0.08), 0.0)
+    tl = jnp.where(squeeze, sq_l + lift * jnp.array([0.0, 0.0, 1.0]), pre_l)
+    tr = jnp.where(squeeze, sq_r + lift * jnp.array([0.0, 0.0, 1.0]), pre_r)
     tl = jnp.where(at_stand | squeeze, tl, env.ready_hands[0, :3])
     tr = jnp.where(at_stand | squeeze, tr, env.ready_hands[1, :3])
+    if standing:  # a box beyond the arms' reach is not chased (the robot would fall)
+        tl, tr = tl.at[0].min(STANDING_REACH_X), tr.at[0].min(STANDING_REACH_X)
     vel = jnp.where(squeeze, 0.0, vel)
-    cmd = compose(vel, _pose(tl, rot), _pose(tr, rot), jnp.ones(2))
-    return finish(env, state, cmd)
+    grip = jnp.where(squeeze, 1.0, -1.0) * jnp.ones(2)
+    cmd = compose(vel, _pose(tl, rot), _pose(tr, rot), grip)
+    return finish(env, state, cmd, f if standing else None)
 
 
 # -- long pick and place ----------------------------------------------------------------------
@@ -522,7 +566,10 @@ def _table_place_expert(env, state, f: Features):
     c = env.cfg
     prev = state.command
     stand = f.base_pos[:2]  # no walking: grasp_plan's stand pose is where the robot is
-    _, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, f.yaw, 0.08)
+    # servoed hands (finish) line up finely before the slide around the block
+    rest_z = c.table_height + c.object_half[2] - f.base_pos[2]
+    _, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, f.yaw, 0.08,
+                                                  align=0.015, rest_z=rest_z)  # fmt: skip
     hand_pick = hand_pick.at[3:].set(jnp.asarray(GRASP_ROT))
     goal = state.task.goal
     goal_b = rot2d(f.yaw).T @ (goal[:2] - f.base_pos[:2])
@@ -542,7 +589,7 @@ def _table_place_expert(env, state, f: Features):
     right = jnp.where(done, env.ready_hands[1], right)
     grip = jnp.where(done | (placed & ~holding), -1.0, grip)
     cmd = compose(jnp.zeros(3), env.ready_hands[0], right, jnp.stack([-1.0, grip]))
-    return finish(env, state, cmd)
+    return finish(env, state, cmd, f)
 
 
 # -- robot only: the LLC environment shared by all tasks ---------------------------------------
@@ -592,6 +639,9 @@ TASKS: dict[str, TaskSpec] = {
             defaults=(
                 ("episode_seconds", 10.0),
                 ("start_distance", (0.30, 0.34)),
+                # 0.5 kg: squeezed by two single-pad jaws the 1 kg box slipped and pivoted
+                # down, and lifting it at arm's length tipped the standing robot over
+                ("box_mass", 0.5),
                 *STANDING_START,
             ),
             build_scene=_table_lift_scene,
@@ -610,6 +660,9 @@ TASKS: dict[str, TaskSpec] = {
             defaults=(
                 ("episode_seconds", 15.0),
                 ("start_distance", (0.28, 0.32)),
+                # 4 cm wide (2 cm clearance each side in the open gripper, about the trained
+                # LLC's hand error; 5 cm left 1.5 cm and the jaws knocked the block over)
+                ("object_half", (0.02, 0.02, 0.045)),
                 *STANDING_START,
             ),
             build_scene=_table_place_scene,

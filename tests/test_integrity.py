@@ -192,6 +192,8 @@ BAD_INPUTS = [
     (["--set", "seed"], "key=value"),
     (["--experiment", "nope"], "unknown experiment 'nope'"),
     (["--set", "llc_checkpoint=/nonexistent"], "LLC checkpoint /nonexistent: llc.json is missing"),
+    (["--set", "llc_init=/nonexistent"], "LLC checkpoint /nonexistent: llc.json is missing"),
+    (["--set", "llc_init=a", "--set", "llc_checkpoint=b"], "exclude each other"),
     (["--experiment", "humanoid_door"], "humanoid_llc_walk: llc.json is missing"),  # not trained
 ]
 

@@ -184,3 +184,10 @@ def test_exported_llc_is_loaded_instead_of_trained(tiny_run, tiny_cfg, tmp_path)
     b = jax.tree.leaves(pipeline.load_llc(parts, run2).params)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # llc_init: stage 1 trains the stored LLC further (0 iterations: exactly the stored one)
+    cfg = replace(tiny_cfg, llc_init=str(to), **{"llc.iterations": 0})
+    run3 = str(tmp_path / "run3")
+    pipeline.stage_llc(pipeline.build(cfg), run3)
+    c = jax.tree.leaves(pipeline.load_llc(parts, run3).params)
+    for x, y in zip(a, c, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

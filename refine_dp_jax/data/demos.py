@@ -36,7 +36,7 @@ import numpy as np
 
 from refine_dp_jax.checkpoint import read_manifest, verify_arrays, verify_files, write_manifest
 from refine_dp_jax.config import ONE_PLUS, check_fields, one_of
-from refine_dp_jax.envs.base import Env, normalize_command
+from refine_dp_jax.envs.base import Env, command_limiter, normalize_command
 from refine_dp_jax.envs.wrappers import select
 from refine_dp_jax.errors import CorruptArtifactError
 from refine_dp_jax.memory import compile_checked
@@ -91,6 +91,7 @@ def make_collect_batch(
     """
     steps = math.ceil(env.episode_steps / hold)
     v_step = jax.vmap(env.step)
+    limit = command_limiter(env, hold)
 
     def collect(llc_learner, key):
         s = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), 1.0)
@@ -98,7 +99,7 @@ def make_collect_batch(
         def command_step(carry, _):
             s, alive, length = carry
             obs = jax.vmap(env.dp_observation)(s)
-            cmd = jax.vmap(env.expert_command)(s)
+            cmd = limit(s.command, jax.vmap(env.expert_command)(s))  # what is executed
             s = jax.vmap(env.with_command)(s, cmd)
 
             def llc_step(carry, _):

@@ -144,14 +144,12 @@ def finish(env: HumanoidEnv, state, cmd: jax.Array, f: Features | None = None) -
 
 def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.Array,
                stand_xy, stand_yaw, lift: float, align: float = 0.025,
-               rest_z: jax.Array | None = None, from_above: bool = False):  # fmt: skip
+               rest_z: jax.Array | None = None):  # fmt: skip
     """Right-hand pick of a block at ``obj_b`` (body frame): walk to the stand pose, bring the
     open gripper behind the block to within ``align`` (m) of its line, slide forward around
     it, close, lift by ``lift``. ``rest_z`` (body frame): the grasp height from the block's
     resting height rather than its measured one (a target that follows the block follows it
-    down when the hand presses on it, and up when the hand lifts it). ``from_above``: the
-    open gripper comes down over the block instead (rise, move over it to within ``align``,
-    descend; a gripper sliding in from behind pushes a misaligned block over).
+    down when the hand presses on it, and up when the hand lifts it).
 
     Returns (velocity [3], right hand pose [6], right gripper [], holding [] bool).
     """
@@ -168,16 +166,9 @@ def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.A
     # the hand; a block that slides a few cm in the closed gripper is still held
     in_gripper = jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) < 0.08
     holding = in_gripper & (prev_grip > 0) & (f.grip[1] > c.object_half[1])
-    if from_above:  # rise where the hand is, move over the block, descend around it
-        pre = grasp + jnp.array([0.0, 0.0, 0.08])
-        above = hand_now[2] > grasp[2] + 0.05
-        aligned = jnp.linalg.norm(hand_now[:2] - pre[:2]) < align
-        rise = pre.at[0].set(jnp.minimum(pre[0], hand_now[0]))
-        target = jnp.where(aligned, grasp, jnp.where(above, pre, rise))
-    else:
-        behind = hand_now[0] < obj_b[0] - 0.06
-        aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < align
-        target = jnp.where(behind & ~aligned, pre, grasp)
+    behind = hand_now[0] < obj_b[0] - 0.06
+    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < align
+    target = jnp.where(behind & ~aligned, pre, grasp)
     close = jnp.linalg.norm(hand_now - grasp) < 0.02
     target = jnp.where(holding, grasp + jnp.array([0.0, 0.0, lift]), target)
     target = jnp.where(at_stand | holding, target, env.ready_hands[1, :3])
@@ -583,12 +574,12 @@ def _table_place_expert(env, state, f: Features):
     prev = state.command
     stand = f.base_pos[:2]  # no walking: grasp_plan's stand pose is where the robot is
     # servoed hands (finish) line up finely before the slide around the block
-    # grasp 2 cm below the block's centre: pushed by a pad that low, the block slides on the
-    # table instead of tipping over (measured: grasped at its centre, 2/3 of blocks tipped)
+    # grasp 2 cm below the block's centre (a pad's push that low should slide the block
+    # rather than tip it). Measured through the committed LLC: 2 of 64 planner episodes
+    # succeed; in ~55 % the gripper still tips the block over (docs/humanoid.md)
     rest_z = c.table_height + c.object_half[2] - 0.02 - f.base_pos[2]
     _, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, f.yaw, 0.08,
-                                                  align=0.015, rest_z=rest_z,
-                                                  from_above=True)  # fmt: skip
+                                                  align=0.015, rest_z=rest_z)  # fmt: skip
     hand_pick = hand_pick.at[3:].set(jnp.asarray(GRASP_ROT))
     goal = state.task.goal
     goal_b = rot2d(f.yaw).T @ (goal[:2] - f.base_pos[:2])

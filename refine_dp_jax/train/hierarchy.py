@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from refine_dp_jax.envs.base import Env, EnvState, denormalize_command
+from refine_dp_jax.envs.base import Env, EnvState, command_limiter, denormalize_command
 from refine_dp_jax.envs.wrappers import history_init, history_push, reset_where, select
 from refine_dp_jax.train.gaussian_ppo import GaussianLearner, GaussianPPO
 from refine_dp_jax.train.llc import LLCTransition, with_reward_level
@@ -86,6 +86,7 @@ def make_hier_rollout(
     -> (hstate, decisions [T,B], llc_transitions [T*Ta_exec*hold, B] or None)."""
     v_step = jax.vmap(env.step)
     v_with = jax.vmap(env.with_command)
+    limit = command_limiter(env, hold)
     v_level = with_reward_level(env)  # the LLC's rewards at the curriculum's final weights
     v_dpobs = jax.vmap(env.dp_observation)
     v_reset_where = jax.vmap(lambda s, m, c: reset_where(env, s, m, c), in_axes=(0, 0, None))
@@ -111,7 +112,7 @@ def make_hier_rollout(
             def command_step(carry, inp):
                 s, alive, hist, acc = carry
                 cmd, kc = inp
-                s = v_level(v_with(s, cmd), 1.0)
+                s = v_level(v_with(s, limit(s.command, cmd)), 1.0)
 
                 def llc_step(carry, kl):
                     s, alive, acc = carry
@@ -185,6 +186,7 @@ def make_qpos_rollout(
     -> (qpos [frames, B, nq], mocap_pos [frames, B, nmocap, 3]) (mocap bodies: goal markers)."""
     v_step = jax.vmap(env.step)
     v_with = jax.vmap(env.with_command)
+    limit = command_limiter(env, hold)
     v_dpobs = jax.vmap(env.dp_observation)
 
     def rollout(hs: HierEnvState, planner_params, llc_learner, key):
@@ -197,7 +199,7 @@ def make_qpos_rollout(
 
             def command_step(carry, cmd):
                 s, hist, alive = carry
-                s = v_with(s, cmd)
+                s = v_with(s, limit(s.command, cmd))
 
                 def llc_step(carry, _):
                     s, alive = carry

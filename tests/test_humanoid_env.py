@@ -311,6 +311,33 @@ def test_hand_servo_cancels_a_steady_offset_and_never_winds_up():
     assert np.all(np.abs(cmd - far) <= SERVO_REACH + 1e-6)
 
 
+def test_commands_move_at_the_llc_trained_rates_whoever_issues_them():
+    """``command_limiter``: a humanoid command held ``hold`` LLC steps moves each hand entry at
+    most hold x command_max_step (0.5 m/s, 2 rad/s) from the previous one; base velocity and
+    grippers switch at once; the testbed (no rate in its LLC training) is not limited."""
+    from refine_dp_jax.envs.base import command_limiter
+
+    env = envs.make("humanoid_table_lift")
+    hold = 5
+    limit = command_limiter(env, hold)
+    prev = jnp.zeros(env.command_size)
+    want = jnp.concatenate([jnp.array([0.3, 0.0, 0.0]), jnp.full(6, 0.3), jnp.full(6, -3.0),
+                            jnp.array([1.0, -1.0])])  # fmt: skip
+    got = np.asarray(limit(prev, want))
+    dt = env.dt
+    np.testing.assert_allclose(got[:3], [0.3, 0.0, 0.0])  # velocity: at once
+    np.testing.assert_allclose(got[3:6], hold * 0.5 * dt, rtol=1e-6)  # 5 cm per command
+    np.testing.assert_allclose(got[6:9], hold * 2.0 * dt, rtol=1e-6)  # 0.2 rad per command
+    np.testing.assert_allclose(got[9:12], -hold * 0.5 * dt, rtol=1e-6)
+    np.testing.assert_allclose(got[12:15], -hold * 2.0 * dt, rtol=1e-6)
+    np.testing.assert_allclose(got[15:], [1.0, -1.0])  # grippers: at once
+    small = prev.at[4].set(0.01)
+    np.testing.assert_allclose(np.asarray(limit(prev, small)), np.asarray(small))
+    testbed = envs.make("testbed_pick_place")
+    jump = jnp.full(testbed.command_size, 5.0)
+    np.testing.assert_array_equal(np.asarray(command_limiter(testbed, 2)(0 * jump, jump)), 5.0)
+
+
 # -- robot -----------------------------------------------------------------------------------
 def test_robot_numbers_and_arm_fk():
     """G1-class size and mass; the JAX arm kinematics match MuJoCo's."""

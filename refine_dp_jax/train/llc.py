@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
-from refine_dp_jax.envs.base import Env, EnvState
+from refine_dp_jax.envs.base import Env, EnvState, command_limiter
 from refine_dp_jax.envs.wrappers import reset_where
 from refine_dp_jax.rl.gae import gae
 from refine_dp_jax.train.gaussian_ppo import (
@@ -114,7 +114,7 @@ def command_schedule(env: Env, num_envs: int, hold_steps: int, velocity_hold_ste
     b = num_envs
     nv = getattr(env, "velocity_command_size", 0) if velocity_hold_steps > 0 else 0
     is_vel = jnp.arange(env.command_size) < nv  # [Dc] entries on the velocity timer
-    max_step = getattr(env, "command_max_step", None)
+    limit = command_limiter(env, 1)  # one LLC step per command
     v_cmd = jax.vmap(env.sample_command)
 
     def draw(key, mean):
@@ -127,9 +127,7 @@ def command_schedule(env: Env, num_envs: int, hold_steps: int, velocity_hold_ste
         new_v = vtimer <= 0 if nv else new
         new_entry = jnp.where(is_vel[None, :], new_v[:, None], new[:, None])  # [B, Dc]
         target = jnp.where(new_entry, fresh, target)
-        cmd = target
-        if max_step is not None:
-            cmd = s.command + jnp.clip(target - s.command, -max_step, max_step)
+        cmd = limit(s.command, target)
         timer = jnp.where(new, draw(kt, hold_steps), timer) - 1
         vtimer = jnp.where(new_v, draw(kv, max(velocity_hold_steps, 1)), vtimer) - 1
         return cmd, target, timer, vtimer, new

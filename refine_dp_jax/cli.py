@@ -207,7 +207,9 @@ def _stage_command(stage: str):
         cfg = _experiment(experiment, set)
         parts = pipeline.build(cfg)  # environment and its overrides checked
         _check_out(out)
-        pipeline.save_config(cfg, str(out))
+        run = {"experiment": experiment, "sets": list(_flat(set)),
+               "command": _command(stage, experiment, out, set)}  # fmt: skip
+        pipeline.save_config(cfg, str(out), run)
         try:
             _run_stage(pipeline, parts, cfg, out)
         except KeyboardInterrupt:
@@ -240,6 +242,7 @@ def _stage_command(stage: str):
         }[stage]
         print(json.dumps(fn(), indent=1, default=str))
         pipeline.write_summary(cfg, str(out))
+        print(f"report: {pipeline.write_report(str(out))}")
 
     run.__doc__ = _STAGE_DOCS[stage] + (
         " Named experiments live in experiments/; override any field with --set key=value"
@@ -384,6 +387,18 @@ def eval_llc(
     print(json.dumps(result, indent=1))
 
 
+def report(out: Path = Path("runs/testbed")) -> None:
+    """Writes --out/report.md, one page that shows the run: the command that made it,
+    versions and commit, the config fields that differ from the experiment's defaults, the
+    evaluation table, stage timings, learning curves and the video's key frames. Reads only
+    the run directory (works while a run is going, or on a run from another machine)."""
+    from refine_dp_jax.report import write_report
+
+    if not (out / "config.json").exists():
+        raise ConfigError(f"--out {out}: no config.json, not a run directory")
+    print(write_report(str(out)))
+
+
 def commands() -> dict:
     return {
         "probe": probe,
@@ -391,6 +406,7 @@ def commands() -> dict:
         "sweep": sweep,
         "export-llc": export_llc,
         "eval-llc": eval_llc,
+        "report": report,
     }
 
 

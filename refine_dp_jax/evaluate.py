@@ -5,6 +5,7 @@ deterministic sampling, completion time, hand tracking error; and offscreen vide
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import jax
@@ -113,4 +114,22 @@ def render_video(
         frames.append(np.concatenate(tiles, axis=1))
     renderer.close()
     imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
+    imageio.imwrite(os.path.splitext(path)[0] + "_frames.png", key_frames(np.stack(frames)))
     return path
+
+
+def key_frames(frames: np.ndarray, count: int = 6, columns: int = 3) -> np.ndarray:
+    """``count`` evenly spaced frames of a video [F, H, W, 3], each halved in size, on a grid
+    of ``columns`` (row-major, first frame top left, last bottom right; empty cells black):
+    the video as one image, for viewers that do not play MP4."""
+    n = min(count, frames.shape[0])
+    idx = np.round(np.linspace(0, frames.shape[0] - 1, n)).astype(int)
+    small = frames[idx][:, ::2, ::2]
+    rows = -(-n // columns)
+    cols = min(columns, n)
+    h, w = small.shape[1:3]
+    grid = np.zeros((rows * h, cols * w, frames.shape[3]), frames.dtype)
+    for j, img in enumerate(small):
+        r, c = divmod(j, cols)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    return grid

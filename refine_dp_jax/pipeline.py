@@ -5,14 +5,14 @@
 
 Run directory layout (``--out DIR``)::
 
-  config.json               resolved experiment config (+ versions)
+  config.json               resolved experiment config (+ versions, commit, the command)
   <stage>/ckpt/<step>/      orbax checkpoints of the full training state while it runs
   <stage>/final/            the stage's artifact (orbax)
   <stage>/metrics.jsonl     one line per iteration; <stage>/tb/ TensorBoard; curves.png
   <stage>/done.json         written when the stage has finished (its numbers, seconds, env steps)
   demos/demos.{npz,json}    demonstrations
   eval/results.json, eval/success.png, eval/video.mp4
-  summary.json
+  summary.json, report.md  one page that shows the run (refine-dp report)
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from refine_dp_jax.diffusion.networks import Critic, make_denoiser
 from refine_dp_jax.envs import make as make_env
 from refine_dp_jax.evaluate import make_evaluate, make_trajectory_recorder, render_video
 from refine_dp_jax.memory import compile_checked
+from refine_dp_jax.report import write_report
 from refine_dp_jax.train.dppo import DPPOHyper, make_dppo
 from refine_dp_jax.train.finetune import (
     FinetuneConfig,
@@ -736,6 +737,7 @@ def run_pipeline(cfg: ExperimentConfig, out: str) -> dict:
     stage_evaluate(parts, out)
     summary = write_summary(cfg, out)
     print(json.dumps(summary, indent=1))
+    print(f"report: {write_report(out)}")
     return summary
 
 
@@ -747,13 +749,36 @@ def config_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def save_config(cfg: ExperimentConfig, out: str) -> None:
-    """Writes config.json; refuses to mix a run directory with a different config."""
+def _commit() -> str | None:
+    """Commit of the checkout this package runs from (+ "-dirty" with uncommitted changes to
+    tracked files); None outside a git checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        git = lambda *a: subprocess.run(
+            ["git", "-C", root, *a], capture_output=True, text=True, timeout=10
+        )
+        head = git("rev-parse", "--short=12", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_config(cfg: ExperimentConfig, out: str, run: dict | None = None) -> None:
+    """Writes config.json; refuses to mix a run directory with a different config. ``run``:
+    how the run was started (experiment, overrides, command), kept from an earlier write when
+    not given; versions and commit are those of the latest write."""
     path = os.path.join(out, "config.json")
     new = config_dict(cfg)
     if os.path.exists(path):
         with open(path) as f:
-            old = json.load(f).get("config")
+            stored = json.load(f)
+        old = stored.get("config")
+        run = run or stored.get("run")
         if old is not None and old != new:
             diff = _diff(old, new)
             raise ConfigError(
@@ -762,18 +787,16 @@ def save_config(cfg: ExperimentConfig, out: str) -> None:
             )
     import mujoco
 
-    versions = {"jax": jax.__version__, "mujoco": mujoco.__version__}
+    versions = {"jax": jax.__version__, "mujoco": mujoco.__version__, "commit": _commit()}
+    record = {"config": new, "versions": versions, **({"run": run} if run else {})}
     with open(path, "w") as f:
-        json.dump({"config": new, "versions": versions}, f, indent=1)
+        json.dump(record, f, indent=1)
 
 
-def _diff(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a} -> {b}"]
+def _diff(a, b) -> list[str]:
+    from refine_dp_jax.report import config_diff
+
+    return [f"{k}: {x} -> {y}" for k, x, y in config_diff(a, b)]
 
 
 def _floats(m: dict) -> dict:

@@ -191,3 +191,50 @@ def test_exported_llc_is_loaded_instead_of_trained(tiny_run, tiny_cfg, tmp_path)
     c = jax.tree.leaves(pipeline.load_llc(parts, run3).params)
     for x, y in zip(a, c, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_report_shows_the_run(tiny_run, tiny_cfg, tmp_path):
+    """report.md, written by the pipeline: the evaluation's numbers, every stage done, and
+    links only to files that exist. A run started from the CLI records its command (kept by a
+    later save without one), and the report lists exactly the fields that differ from the
+    experiment's defaults."""
+    import re
+
+    from refine_dp_jax import cli
+    from refine_dp_jax.report import STAGE_TITLES, write_report
+
+    out, _ = tiny_run
+    text = open(os.path.join(out, "report.md")).read()
+    results = json.load(open(os.path.join(out, "eval", "done.json")))["results"]
+    for r in results.values():
+        assert f"| {100 * r['success_rate']:.1f} % |" in text
+    for stage in pipeline.STAGES:
+        if os.path.exists(os.path.join(out, stage, "done.json")):
+            assert f"| {STAGE_TITLES[stage]} | done |" in text, stage
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert "finetune_joint/curves.png" in links and "eval/success.png" in links
+    assert all(os.path.exists(os.path.join(out, link)) for link in links), links
+
+    run = {"experiment": TINY, "sets": ["seed=7"], "command": "refine-dp pipeline --set seed=7"}
+    pipeline.save_config(replace(tiny_cfg, seed=7), str(tmp_path), run)
+    pipeline.save_config(replace(tiny_cfg, seed=7), str(tmp_path))  # e.g. run_pipeline's save
+    assert json.load(open(tmp_path / "config.json"))["run"] == run
+    text = open(write_report(str(tmp_path))).read()
+    assert [x for x in text.splitlines() if x.startswith("| `")] == ["| `seed` | 0 | 7 |"]
+    assert "    refine-dp pipeline --set seed=7" in text and "Evaluation not done yet" in text
+    with pytest.raises(SystemExit) as e:
+        cli.main(["report", "--out", str(tmp_path / "nothing")])
+    assert e.value.code == 2
+
+
+def test_key_frames_are_evenly_spaced_and_halved():
+    from refine_dp_jax.evaluate import key_frames
+
+    frames = np.zeros((11, 4, 6, 3), np.uint8)
+    for t in range(11):
+        frames[t] = t  # each frame filled with its index
+    grid = key_frames(frames, count=6, columns=3)
+    assert grid.shape == (2 * 2, 3 * 3, 3)
+    cells = [grid[r * 2, c * 3, 0] for r in range(2) for c in range(3)]
+    assert cells == [0, 2, 4, 6, 8, 10]
+    assert key_frames(frames[:2], count=6).shape == (2, 6, 3)  # fewer frames than cells

@@ -1,4 +1,5 @@
-"""Host-side metrics: JSON lines, TensorBoard event files and PNG learning curves."""
+"""Host-side metrics: JSON lines, TensorBoard event files, PNG learning curves and, optionally,
+Weights & Biases (``REFINE_DP_WANDB=online`` or ``offline``, with ``pip install wandb``)."""
 
 from __future__ import annotations
 
@@ -29,21 +30,66 @@ class MetricsLogger:
         from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(os.path.join(directory, "tb"))
+        self._wandb = wandb_run(directory)
 
     def log(self, iteration: int, metrics: dict[str, Any]) -> dict[str, float]:
         row = {"iteration": iteration, **to_floats(metrics)}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        for k, v in row.items():
-            if k != "iteration" and math.isfinite(v):
-                self._tb.add_scalar(k, v, iteration)
+        finite = {k: v for k, v in row.items() if k != "iteration" and math.isfinite(v)}
+        for k, v in finite.items():
+            self._tb.add_scalar(k, v, iteration)
+        if self._wandb is not None:
+            self._wandb.log(finite, step=iteration)
         return row
 
     def close(self, plot_keys: list[str] | None = None, title: str = "") -> None:
         self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
         rows = read_jsonl(self.path)
         if rows:
             plot_curves(rows, plot_keys, os.path.join(self.directory, "curves.png"), title)
+
+
+WANDB_ENV = "REFINE_DP_WANDB"
+
+
+def wandb_run(directory: str):
+    """A Weights & Biases run for a stage's metrics when ``REFINE_DP_WANDB`` is ``online`` or
+    ``offline`` (unset, empty or ``off``: None). One W&B run per stage directory: name
+    ``<run dir>/<stage>``, grouped by run directory, a stable id so that a resumed stage
+    continues its run (W&B ignores steps at or below ones it has, i.e. those a resumed stage
+    repeats), the run's config.json as its config. Project: ``WANDB_PROJECT`` or
+    ``refine_dp_jax``; files under the stage directory (``wandb/``)."""
+    mode = os.environ.get(WANDB_ENV, "").strip().lower()
+    if mode in ("", "off"):
+        return None
+    from refine_dp_jax.errors import ConfigError
+
+    if mode not in ("online", "offline"):
+        raise ConfigError(f"{WANDB_ENV}={mode!r}: expected online, offline or off")
+    try:
+        import wandb
+    except ImportError:
+        msg = f"{WANDB_ENV}={mode} but wandb is not installed (pip install wandb)"
+        raise ConfigError(msg) from None
+    import hashlib
+
+    stage_dir = os.path.abspath(directory)
+    run_dir = os.path.dirname(stage_dir)
+    config = {}
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = json.load(f)
+    name = f"{os.path.basename(run_dir)}/{os.path.basename(stage_dir)}"
+    run_id = "rdp-" + hashlib.sha1(stage_dir.encode()).hexdigest()[:16]
+    return wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "refine_dp_jax"), name=name,
+        group=os.path.basename(run_dir), id=run_id,
+        resume="allow", mode=mode, dir=stage_dir, config=config,
+    )  # fmt: skip
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -299,3 +299,36 @@ def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "interrupted in stage llc (last checkpoint: iteration" in lines[0]
     assert f"resume with: refine-dp train-llc --experiment {TINY} --out {out}" in lines[0]
+
+
+def test_metrics_reach_weights_and_biases_offline(tmp_path, monkeypatch):
+    """REFINE_DP_WANDB=offline: each logged metric is in the stage's offline W&B run file
+    (keys and JSON values are stored as text in its history records); a bad mode or a missing
+    wandb is a clear error, and the default logs nothing to W&B."""
+    from refine_dp_jax.errors import ConfigError
+    from refine_dp_jax.logs import MetricsLogger
+
+    stage = tmp_path / "run" / "llc"
+    monkeypatch.setenv("REFINE_DP_WANDB", "bogus")
+    with pytest.raises(ConfigError, match="online, offline or off"):
+        MetricsLogger(str(stage))
+    monkeypatch.delenv("REFINE_DP_WANDB")
+    log = MetricsLogger(str(stage))
+    log.log(0, {"loss": 1.0})
+    log.close()
+    assert not (stage / "wandb").exists()
+
+    wandb = pytest.importorskip("wandb")  # noqa: F841  (the optional extra)
+    monkeypatch.setenv("REFINE_DP_WANDB", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    stage = tmp_path / "run2" / "llc"
+    log = MetricsLogger(str(stage))
+    log.log(0, {"loss": 0.123456789, "success_rate": 0.987654321})
+    log.log(1, {"loss": 0.0624999, "success_rate": float("nan")})  # non-finite: not sent
+    log.close()
+    files = list((stage / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    data = files[0].read_bytes()
+    for text in (b"loss", b"success_rate", b"0.123456789", b"0.987654321", b"0.0624999"):
+        assert text in data, text
+    assert b"NaN" not in data

@@ -301,3 +301,46 @@ def test_kl_adaptive_learning_rate_follows_the_rule():
     np.testing.assert_allclose(lr_after(10.0, far=False), 1e-3 * 1.5**four, rtol=1e-5)
     np.testing.assert_allclose(lr_after(10.0, far=False, bounds=(1e-5, 2e-3)), 2e-3, rtol=1e-6)
     np.testing.assert_allclose(lr_after(0.0, far=True), 1e-3, rtol=1e-7)
+
+
+def test_first_episode_returns_to_go_match_a_per_env_loop():
+    from experiments.dppo_snr import returns_to_go
+
+    t_len, b, gamma = 7, 5, 0.9
+    reward = RNG.integers(0, 2, (t_len, b)).astype(float) * RNG.uniform(0.5, 2.0, (t_len, b))
+    done = np.zeros((t_len, b))
+    done[2, 0] = done[5, 0] = 1  # two episodes: only the first counts
+    done[6, 1] = 1  # ends on the last decision
+    done[0, 2] = 1  # one-decision episode
+    done[3, 4] = 1  # env 3 never ends: masked out entirely
+    ret, valid = returns_to_go(reward, done, gamma)
+    for j in range(b):
+        ends = np.flatnonzero(done[:, j])
+        if not len(ends):
+            assert not valid[:, j].any()
+            continue
+        end = ends[0]
+        assert valid[: end + 1, j].all() and not valid[end + 1 :, j].any()
+        for t in range(end + 1):
+            want = sum(gamma ** (k - t) * reward[k, j] for k in range(t, end + 1))
+            assert ret[t, j] == pytest.approx(want)
+
+
+def test_gradient_snr_recovers_a_known_signal_and_a_null():
+    from experiments.dppo_snr import gradient_stats
+
+    dim, m = 4000, 40
+    s = RNG.normal(size=dim) * 0.1  # |s|^2 ~ 40
+    noise = RNG.normal(size=(m, dim)) * 0.5  # |n|^2 ~ 1000
+    st = gradient_stats(list(s + noise))
+    assert st["signal_sq"] == pytest.approx(np.sum(s**2), rel=0.25)
+    assert (
+        0 < st["signal_sq_stderr"]
+        and abs(st["signal_sq"] - np.sum(s**2)) < 4 * st["signal_sq_stderr"]
+    )
+    assert st["noise_sq"] == pytest.approx(0.25 * dim, rel=0.05)
+    assert st["noise_to_signal"] == pytest.approx(0.25 * dim / np.sum(s**2), rel=0.3)
+    null = gradient_stats(list(noise))
+    assert abs(null["signal_sq"]) < 0.2 * np.sum(s**2)
+    assert abs(null["signal_sq"]) < 4 * null["signal_sq_stderr"]
+    assert abs(null["mean_cosine"]) < 0.01

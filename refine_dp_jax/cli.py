@@ -291,7 +291,13 @@ def sweep(
         except ValueError:
             raise ConfigError(f"--grid {k}: values must be numbers, got {v!r}") from None
     result = run_sweep(cfg, str(out), list(seeds), values, joint)
-    print(json.dumps({k: v for k, v in result.items() if k != "state"}, indent=1))
+    short = {k: result[k] for k in ("pretrained_eval_success_rate", "seconds")}
+    short["grid_points"] = [
+        {k: g[k] for k in ("values", "seeds", "eval_success_rate", "mean", "std")}
+        for g in result["grid_points"]
+    ]
+    print(json.dumps(short, indent=1))
+    print(f"table and plot: {out / 'sweep' / 'results.md'}")
 
 
 def _finished_llc(experiment: str, out: Path, sets):

@@ -5,6 +5,12 @@ Dynamic (sweepable) fields are those of ``DPPOHyper``: actor_lr, critic_lr, clip
 clip_eps_base, gamma, gae_lambda, gamma_denoise, vf_coef, sample_std_floor, logprob_std_floor.
 Member m of the sweep equals the single run ``finetune`` with ``seed`` and the hyperparameter
 values of member m (tested).
+
+After training, every member (and the pre-trained DP they all start from) is evaluated
+deterministically on ``eval_episodes`` first episodes from ONE set of initial states (the run's
+own evaluation key), vmapped over members; ``<sweep>/results.json`` and ``results.md`` group the
+members by grid point (mean and sample std across seeds) and ``success.png`` draws each grid
+point's training success against the iteration, mean with a band of +-1 std across seeds.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 
 from refine_dp_jax.checkpoint import mark_done, read_done
 from refine_dp_jax.config import ConfigError, replace
+from refine_dp_jax.evaluate import make_evaluate
 from refine_dp_jax.pipeline import (
     ExperimentConfig,
     Parts,
@@ -28,8 +35,10 @@ from refine_dp_jax.pipeline import (
     finetune_state,
     finetune_step,
     stage_dir,
+    stage_key,
 )
 from refine_dp_jax.train.dppo import DPPOHyper
+from refine_dp_jax.train.finetune import dp_plan_fn
 from refine_dp_jax.train.loop import guard_nonfinite, run_loop
 
 SWEEPABLE = tuple(f.name for f in dataclasses.fields(DPPOHyper))
@@ -91,18 +100,109 @@ def run_sweep(
     )  # fmt: skip
     from refine_dp_jax.logs import read_jsonl
 
-    rows = read_jsonl(os.path.join(path, "metrics.jsonl"))[-3:]
+    rows = read_jsonl(os.path.join(path, "metrics.jsonl"))
+    curves = [[r[f"m{i}/dp/success_rate"] for r in rows] for i in range(len(members))]
+    final, pretrained = evaluate_members(parts, states[0], state)
     result = {
         "members": [
             {
                 "member": i,
                 "seed": s,
                 **v,
-                "success_rate": float(np.mean([r[f"m{i}/dp/success_rate"] for r in rows])),
+                "success_rate": float(np.mean(curves[i][-3:])),  # training, last 3 iterations
+                "eval_success_rate": final[i],
             }
             for i, (s, v) in enumerate(members)
         ],  # fmt: skip
+        "pretrained_eval_success_rate": pretrained,
+        "eval_episodes": cfg.eval_episodes,
+        "grid_points": group_members(members, final, curves),
         "seconds": time.time() - t0,
     }
+    write_results(path, result, cfg)
     mark_done(path, result)
     return {"state": state, **result}
+
+
+def evaluate_members(parts: Parts, start, state) -> tuple[list[float], float]:
+    """Deterministic success of every member of the stacked ``state`` and of the pre-trained DP
+    (``start``: any member's initial state), on the same ``eval_episodes`` initial states."""
+    cfg, d = parts.cfg, parts.cfg.diffusion
+    ev = make_evaluate(
+        parts.env, parts.llc_ppo, dp_plan_fn(parts.dppo, d.ft_steps), num_envs=cfg.eval_episodes,
+        obs_history=d.obs_history, exec_steps=d.exec_steps, hold=cfg.hold,
+    )  # fmt: skip
+    key = stage_key(parts, "eval")  # the run's own evaluation: the same initial states
+
+    def one(planner, normalizer, llc):
+        return ev((planner, normalizer), llc, key, cfg.task_curriculum)["success_rate"]
+
+    final = jax.jit(jax.vmap(one))(state.planner, state.normalizer, state.llc)
+    pre = jax.jit(one)(start.planner, start.normalizer, start.llc)
+    return [float(x) for x in np.asarray(final)], float(pre)
+
+
+def group_members(
+    members: list[tuple[int, dict[str, float]]], final: list[float], curves: list[list[float]]
+) -> list[dict]:
+    """Members grouped by grid point (their hyperparameter values), in first-seen order: the
+    seeds, each seed's evaluated success, their mean and sample std (0 for one seed), and the
+    training-success curve's mean and std across seeds per iteration."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, values) in enumerate(members):
+        groups.setdefault(tuple(sorted(values.items())), []).append(i)
+    out = []
+    for key, idx in groups.items():
+        ev = np.array([final[i] for i in idx])
+        cv = np.array([curves[i] for i in idx])
+        ddof = 1 if len(idx) > 1 else 0
+        out.append({
+            "values": dict(key), "seeds": [members[i][0] for i in idx],
+            "eval_success_rate": ev.tolist(), "mean": float(ev.mean()),
+            "std": float(ev.std(ddof=ddof)),
+            "curve_mean": cv.mean(0).tolist(), "curve_std": cv.std(0, ddof=ddof).tolist(),
+        })  # fmt: skip
+    return out
+
+
+def write_results(path: str, result: dict, cfg: ExperimentConfig) -> None:
+    """results.json, results.md (one row per grid point) and success.png in ``path``."""
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    label = lambda g: ", ".join(f"{k}={v:g}" for k, v in g["values"].items()) or "(no grid)"
+    pre = result["pretrained_eval_success_rate"]
+    lines = [
+        f"# Sweep: {len(result['members'])} members, {cfg.finetune.iterations} iterations",
+        "",
+        f"Deterministic success on the same {result['eval_episodes']} initial states "
+        f"(curriculum {cfg.task_curriculum:g}); pre-trained DP: {100 * pre:.1f} %.",
+        "",
+        "| grid point | seeds | fine-tuned success, mean +- std | per seed |",
+        "| --- | --- | --- | --- |",
+    ]
+    for g in result["grid_points"]:
+        per = " / ".join(f"{100 * x:.1f}" for x in g["eval_success_rate"])
+        lines.append(f"| {label(g)} | {', '.join(map(str, g['seeds']))} "
+                     f"| {100 * g['mean']:.1f} +- {100 * g['std']:.1f} % | {per} % |")  # fmt: skip
+    lines += ["", "![training success per grid point](success.png)", ""]
+    with open(os.path.join(path, "results.md"), "w") as f:
+        f.write("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for g in result["grid_points"]:
+        m, sd = np.array(g["curve_mean"]), np.array(g["curve_std"])
+        it = np.arange(1, len(m) + 1)
+        ax.plot(it, m, label=f"{label(g)} ({len(g['seeds'])} seeds)")
+        ax.fill_between(it, m - sd, m + sd, alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training success (stochastic)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(path, "success.png"), dpi=90)
+    plt.close(fig)

@@ -61,6 +61,26 @@ def test_sweep_members_order_and_validation():
         sweep_members([0], {"epochs": [1, 2]})
 
 
+def test_sweep_groups_members_by_grid_point_across_seeds():
+    from refine_dp_jax.sweep import group_members
+
+    members = sweep_members([0, 1, 2], {"actor_lr": [1e-4, 3e-4]})
+    final = [0.5, 0.9, 0.7, 0.8, 0.6, 1.0]  # members alternate lr 1e-4, 3e-4
+    curves = [[0.1 * i, 0.2 * i] for i in range(6)]
+    groups = group_members(members, final, curves)
+    assert [g["values"] for g in groups] == [{"actor_lr": 1e-4}, {"actor_lr": 3e-4}]
+    for g, idx in zip(groups, ([0, 2, 4], [1, 3, 5]), strict=True):
+        ev = np.array([final[i] for i in idx])
+        assert g["seeds"] == [0, 1, 2] and g["eval_success_rate"] == ev.tolist()
+        assert g["mean"] == pytest.approx(ev.mean())
+        assert g["std"] == pytest.approx(np.sqrt(np.sum((ev - ev.mean()) ** 2) / 2))
+        cv = np.array([curves[i] for i in idx])
+        assert g["curve_mean"] == pytest.approx(cv.mean(0).tolist())
+        assert g["curve_std"] == pytest.approx(cv.std(0, ddof=1).tolist())
+    one = group_members(sweep_members([3], {}), [0.25], [[0.5]])
+    assert one[0]["values"] == {} and one[0]["std"] == 0.0 and one[0]["mean"] == 0.25
+
+
 def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
     """Two members (one seed, two actor learning rates) of a DP-only sweep: each is the single
     run with its values. DP-only, so that the vmapped program is the small one; the joint step
@@ -75,6 +95,12 @@ def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
     grid = {"actor_lr": [1e-4, 1e-3], "sample_std_floor": [0.1]}
     result = run_sweep(tiny_cfg, sweep_dir, [1], grid, joint=False)
     assert len(result["members"]) == 2
+    for name in ("results.json", "results.md", "success.png"):
+        assert os.path.exists(os.path.join(sweep_dir, "sweep", name)), name
+    assert [g["values"]["actor_lr"] for g in result["grid_points"]] == [1e-4, 1e-3]
+    evals = [m["eval_success_rate"] for m in result["members"]]
+    assert all(0.0 <= x <= 1.0 for x in evals + [result["pretrained_eval_success_rate"]])
+    assert [g["eval_success_rate"] for g in result["grid_points"]] == [[x] for x in evals]
     seed, values = 1, {"actor_lr": 1e-3, "sample_std_floor": 0.1}
     m = [i for i, (s, v) in enumerate(sweep_members([1], grid)) if (s, v) == (seed, values)][0]
     assert m == 1

@@ -405,6 +405,25 @@ def report(out: Path = Path("runs/testbed")) -> None:
     print(write_report(str(out)))
 
 
+def export(
+    experiment: str = "testbed",
+    out: Path = Path("runs/testbed"),
+    policy: str = "",
+    set: SetFlags = (),  # noqa: A002
+) -> None:
+    """Writes a trained policy of --out (--policy finetune_joint, finetune_dp or pretrained;
+    default: the most trained one) to --out/export/<policy> as jax.export artifacts: the DP's
+    deterministic sampler with its observation normalizer and command mapping, and the LLC,
+    both for any batch size, plus policy.json (shapes, rates, command bounds, joint order) and
+    load_policy.py, a loader that needs only jax and numpy."""
+    setup_process()
+    from refine_dp_jax import pipeline
+    from refine_dp_jax.policy_export import export_policy
+
+    cfg = _experiment(experiment, set)
+    print(export_policy(pipeline.build(cfg), str(out), policy or None))
+
+
 def commands() -> dict:
     return {
         "probe": probe,
@@ -413,6 +432,7 @@ def commands() -> dict:
         "export-llc": export_llc,
         "eval-llc": eval_llc,
         "report": report,
+        "export": export,
     }
 
 

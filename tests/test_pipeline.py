@@ -238,3 +238,59 @@ def test_key_frames_are_evenly_spaced_and_halved():
     cells = [grid[r * 2, c * 3, 0] for r in range(2) for c in range(3)]
     assert cells == [0, 2, 4, 6, 8, 10]
     assert key_frames(frames[:2], count=6).shape == (2, 6, 3)  # fewer frames than cells
+
+
+def test_exported_policy_runs_without_the_package_and_matches(tiny_run, tiny_parts, tmp_path):
+    """refine-dp export: in a fresh process that never imports refine_dp_jax, the artifacts
+    give the same commands and LLC actions as the package's own functions for the same inputs
+    (any batch size); a corrupt artifact, a wrong input shape or an untrained policy is a clear
+    error."""
+    import shutil
+    import subprocess
+    import sys
+
+    from refine_dp_jax import exported
+    from refine_dp_jax.envs.base import denormalize_command
+    from refine_dp_jax.policy_export import export_policy, load_policy
+    from refine_dp_jax.train.finetune import dp_plan_fn
+
+    out, _ = tiny_run
+    run = str(tmp_path / "run")
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("ckpt", "tb"))
+    dest = export_policy(tiny_parts, run)  # default: the most trained, joint here
+    env, d = tiny_parts.env, tiny_parts.cfg.diffusion
+    rng = np.random.default_rng(0)
+    hist = rng.normal(size=(3, d.obs_history, env.dp_observation_size)).astype(np.float32)
+    obs = rng.normal(size=(5, env.observation_size)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", hist=hist, obs=obs)
+    script = (
+        "import sys, numpy as np, load_policy\n"
+        f"z = np.load({str(tmp_path / 'inputs.npz')!r})\n"
+        f"p = load_policy.load({dest!r})\n"
+        f"np.savez({str(tmp_path / 'outputs.npz')!r}, cmd=p.plan(z['hist'], seed=3),"
+        " act=p.act(z['obs']))\n"
+        "assert not [m for m in sys.modules if m.startswith('refine_dp_jax')], 'imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=dest, check=True, timeout=300)
+    got = np.load(tmp_path / "outputs.npz")
+    planner, normalizer, llc = load_policy(tiny_parts, run, "finetune_joint")
+    key = jnp.asarray(np.array([0, 3], np.uint32))
+    chunk, _ = dp_plan_fn(tiny_parts.dppo, d.ft_steps)(
+        (planner, normalizer), normalizer(jnp.asarray(hist)), key, True
+    )
+    np.testing.assert_allclose(got["cmd"], denormalize_command(env, chunk), atol=1e-5)
+    want = tiny_parts.llc_ppo.act(llc, jnp.asarray(obs), jax.random.PRNGKey(0), True)[0]
+    np.testing.assert_allclose(got["act"], want, atol=1e-5)
+    spec = json.load(open(os.path.join(dest, "policy.json")))
+    assert spec["env"] == env.name and spec["command_size"] == got["cmd"].shape[-1]
+
+    policy = exported.load(dest)
+    with pytest.raises(exported.ExportError, match="expected shape"):
+        policy.plan(hist[:, 1:])
+    with open(os.path.join(dest, "dp.jaxexport"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\0\1\2\3")
+    with pytest.raises(exported.ExportError, match="checksum"):
+        exported.load(dest)
+    with pytest.raises(ConfigError, match="not trained here"):
+        export_policy(tiny_parts, run, "no_such_policy")

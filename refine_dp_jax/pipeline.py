@@ -607,6 +607,20 @@ def load_finetuned(parts: Parts, out: str, name: str):
     return state
 
 
+def load_policy(parts: Parts, out: str, name: str):
+    """(DPPO learner, DP observation normalizer, LLC learner) of the run's DP policy ``name``:
+    ``pretrained`` (stage 3's DP with the stage-1 LLC), ``finetune_dp`` or ``finetune_joint``."""
+    if name == "pretrained":
+        params, normalizer = load_dp(parts, out)
+        d = parts.cfg.diffusion
+        critic0 = parts.critic.init(
+            jax.random.PRNGKey(0), jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
+        )["params"]
+        return parts.dppo.init(params, critic0, 1), normalizer, load_llc(parts, out)
+    st = load_finetuned(parts, out, name)
+    return st["planner"], st["normalizer"], st["llc"]
+
+
 def make_evaluator(parts: Parts, plan, num_envs: int):
     """Jitted deterministic evaluation of the planner function ``plan`` on the first episodes
     of ``num_envs`` envs: ``f(planner_params, llc, key, curriculum) -> metrics``."""
@@ -630,17 +644,12 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
     eval_dp = make_evaluator(parts, dp_plan, cfg.eval_episodes)
     key = stage_key(parts, "eval")
     results: dict[str, dict] = {}
-    params, normalizer = load_dp(parts, out)
-    llc = load_llc(parts, out)
-    critic0 = parts.critic.init(
-        jax.random.PRNGKey(0), jnp.zeros((1, d.obs_history, env.dp_observation_size))
-    )["params"]
-    pre = parts.dppo.init(params, critic0, 1)
-    policies = {"pretrained": ((pre, normalizer), llc)}
-    for name in ("finetune_dp", "finetune_joint"):
-        if read_done(os.path.join(out, name)) is not None:
-            st = load_finetuned(parts, out, name)
-            policies[name] = ((st["planner"], st["normalizer"]), st["llc"])
+    policies = {}
+    for name in ("pretrained", "finetune_dp", "finetune_joint"):
+        if name == "pretrained" or read_done(os.path.join(out, name)) is not None:
+            planner, normalizer, llc_p = load_policy(parts, out, name)
+            policies[name] = ((planner, normalizer), llc_p)
+    llc = policies["pretrained"][1]  # the stage-1 LLC (the baseline runs on it)
     policies = committed(policies)  # one compilation of eval_dp for all of them
     pp0, llc0 = policies["pretrained"]
     what = f"evaluation on {cfg.eval_episodes} envs"

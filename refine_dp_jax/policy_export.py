@@ -31,21 +31,6 @@ from refine_dp_jax.train.finetune import dp_plan_fn
 POLICIES = ("finetune_joint", "finetune_dp", "pretrained")
 
 
-def load_policy(parts, out: str, name: str):
-    """(DPPO learner, DP observation normalizer, LLC learner) of policy ``name`` of run ``out``."""
-    from refine_dp_jax import pipeline
-
-    if name == "pretrained":
-        params, normalizer = pipeline.load_dp(parts, out)
-        d = parts.cfg.diffusion
-        critic0 = parts.critic.init(
-            jax.random.PRNGKey(0), jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
-        )["params"]
-        return parts.dppo.init(params, critic0, 1), normalizer, pipeline.load_llc(parts, out)
-    st = pipeline.load_finetuned(parts, out, name)
-    return st["planner"], st["normalizer"], st["llc"]
-
-
 def available_policies(out: str) -> list[str]:
     stage = {"finetune_joint": "finetune_joint", "finetune_dp": "finetune_dp", "pretrained": "dp"}
     return [p for p in POLICIES if read_done(os.path.join(out, stage[p])) is not None]
@@ -60,6 +45,8 @@ def export_policy(parts, out: str, name: str | None = None) -> str:
     if name not in have:
         raise ConfigError(f"{out}: policy {name!r} is not trained here; available: {have}")
     cfg, env, d = parts.cfg, parts.env, parts.cfg.diffusion
+    from refine_dp_jax.pipeline import load_policy
+
     planner, normalizer, llc = load_policy(parts, out, name)
     plan = dp_plan_fn(parts.dppo, d.ft_steps)
 

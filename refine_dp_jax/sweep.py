@@ -27,13 +27,13 @@ import numpy as np
 
 from refine_dp_jax.checkpoint import mark_done, read_done
 from refine_dp_jax.config import ConfigError, replace
-from refine_dp_jax.evaluate import make_evaluate
 from refine_dp_jax.pipeline import (
     ExperimentConfig,
     Parts,
     build,
     finetune_state,
     finetune_step,
+    make_evaluator,
     stage_dir,
     stage_key,
 )
@@ -127,11 +127,8 @@ def run_sweep(
 def evaluate_members(parts: Parts, start, state) -> tuple[list[float], float]:
     """Deterministic success of every member of the stacked ``state`` and of the pre-trained DP
     (``start``: any member's initial state), on the same ``eval_episodes`` initial states."""
-    cfg, d = parts.cfg, parts.cfg.diffusion
-    ev = make_evaluate(
-        parts.env, parts.llc_ppo, dp_plan_fn(parts.dppo, d.ft_steps), num_envs=cfg.eval_episodes,
-        obs_history=d.obs_history, exec_steps=d.exec_steps, hold=cfg.hold,
-    )  # fmt: skip
+    cfg = parts.cfg
+    ev = make_evaluator(parts, dp_plan_fn(parts.dppo, cfg.diffusion.ft_steps), cfg.eval_episodes)
     key = stage_key(parts, "eval")  # the run's own evaluation: the same initial states
 
     def one(planner, normalizer, llc):

@@ -251,7 +251,8 @@ def test_exported_policy_runs_without_the_package_and_matches(tiny_run, tiny_par
 
     from refine_dp_jax import exported
     from refine_dp_jax.envs.base import denormalize_command
-    from refine_dp_jax.policy_export import export_policy, load_policy
+    from refine_dp_jax.pipeline import load_policy
+    from refine_dp_jax.policy_export import export_policy
     from refine_dp_jax.train.finetune import dp_plan_fn
 
     out, _ = tiny_run

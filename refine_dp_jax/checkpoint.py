@@ -340,6 +340,15 @@ def load_artifact(directory: str, target: Any) -> tuple[Any, dict]:
         ck.close()
 
 
+def complete_steps(ckpt_dir: str) -> list[int]:
+    """Steps of the checkpoints in ``ckpt_dir`` that were written to the end (their manifest is
+    on disk), ascending; [] when there is no such folder."""
+    if not os.path.isdir(ckpt_dir):
+        return []
+    steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+    return [s for s in steps if os.path.exists(os.path.join(ckpt_dir, str(s), MANIFEST))]
+
+
 def artifact_problem(path: str) -> str | None:
     """Why the artifact at ``path`` fails its file checksums (None when it passes): ``path`` is
     a folder with a manifest (demonstrations) or an orbax folder whose newest step has one."""

@@ -187,9 +187,10 @@ def _where_stopped(cfg, cmd: str, out: Path) -> str:
         stage = todo[0]
     else:
         stage = _STAGE_OF[cmd]
+    from refine_dp_jax.checkpoint import complete_steps
+
     ckpt = out / stage / "ckpt"
-    steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if ckpt.is_dir() else []
-    steps = [s for s in steps if (ckpt / str(s) / "manifest.json").exists()]
+    steps = complete_steps(str(ckpt))
     if steps:
         return f"in stage {stage} (last checkpoint: iteration {steps[-1]}, {ckpt / str(steps[-1])})"
     return f"in stage {stage} (no checkpoint yet: the stage starts over)"

@@ -145,9 +145,9 @@ def _stages_section(out: str) -> list[str]:
             continue
         done = _read_json(os.path.join(path, "done.json"))
         if done is None:
-            ckpt = os.path.join(path, "ckpt")
-            steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) if (
-                os.path.isdir(ckpt)) else []  # fmt: skip
+            from refine_dp_jax.checkpoint import complete_steps
+
+            steps = complete_steps(os.path.join(path, "ckpt"))
             status = f"running or stopped (checkpoint {steps[-1]})" if steps else "started"
             lines.append(f"| {title} | {status} | | |")
         else:

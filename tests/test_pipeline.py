@@ -219,7 +219,12 @@ def test_report_shows_the_run(tiny_run, tiny_cfg, tmp_path):
     pipeline.save_config(replace(tiny_cfg, seed=7), str(tmp_path), run)
     pipeline.save_config(replace(tiny_cfg, seed=7), str(tmp_path))  # e.g. run_pipeline's save
     assert json.load(open(tmp_path / "config.json"))["run"] == run
+    ckpt = tmp_path / "llc" / "ckpt"  # a stage stopped after checkpoint 3, 5 half-written
+    (ckpt / "3").mkdir(parents=True)
+    (ckpt / "3" / "manifest.json").write_text("{}")
+    (ckpt / "5").mkdir()
     text = open(write_report(str(tmp_path))).read()
+    assert f"| {STAGE_TITLES['llc']} | running or stopped (checkpoint 3) |" in text
     assert [x for x in text.splitlines() if x.startswith("| `")] == ["| `seed` | 0 | 7 |"]
     assert "    refine-dp pipeline --set seed=7" in text and "Evaluation not done yet" in text
     with pytest.raises(SystemExit) as e:

@@ -273,11 +273,14 @@ def sweep(
     grid: tuple[str, ...] = (),
     set: SetFlags = (),  # noqa: A002
     joint: bool | None = None,
+    minutes: float | None = None,
 ) -> None:
     """Fine-tunes S seeds x H hyperparameter values in ONE compiled program (a vmap axis), from
     the pre-trained DP and LLC in --out. --grid takes name=v1,v2,... for the dynamic DPPO fields
     (actor_lr, critic_lr, clip_eps, clip_eps_base, gamma, gae_lambda, gamma_denoise, vf_coef,
-    sample_std_floor, logprob_std_floor); e.g. --grid actor_lr=1e-4,3e-4 --seeds 0 1 2."""
+    sample_std_floor, logprob_std_floor); e.g. --grid actor_lr=1e-4,3e-4 --seeds 0 1 2.
+    --minutes: train at most this long (compile included), then evaluate what was trained (for
+    a machine lent for a fixed time; a rerun resumes the remaining iterations)."""
     setup_process()
     from refine_dp_jax.sweep import run_sweep
 
@@ -291,8 +294,12 @@ def sweep(
             values[k.strip()] = [float(x) for x in v.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--grid {k}: values must be numbers, got {v!r}") from None
-    result = run_sweep(cfg, str(out), list(seeds), values, joint)
-    short = {k: result[k] for k in ("pretrained_eval_success_rate", "seconds")}
+    if minutes is not None and minutes <= 0:
+        raise ConfigError(f"--minutes must be > 0, got {minutes}")
+    result = run_sweep(cfg, str(out), list(seeds), values, joint, minutes=minutes)
+    keys = ("pretrained_eval_success_rate", "seconds", "iterations_done", "compile_s",
+            "seconds_per_iteration", "llc_steps_per_s", "device")  # fmt: skip
+    short = {k: result[k] for k in keys if k in result}
     short["grid_points"] = [
         {k: g[k] for k in ("values", "seeds", "eval_success_rate", "mean", "std")}
         for g in result["grid_points"]

@@ -69,8 +69,14 @@ def run_sweep(
     grid: dict[str, list[float]],
     joint: bool | None = None,
     name: str = "sweep",
+    minutes: float | None = None,
 ) -> dict:
-    """Fine-tunes every member from the run's pre-trained DP and LLC, in one vmapped program."""
+    """Fine-tunes every member from the run's pre-trained DP and LLC, in one vmapped program.
+
+    ``minutes``: a wall-clock budget for training (compile included): training stops after the
+    iteration that ends past it, with a checkpoint, and the members are evaluated as they are
+    then; the results say how many iterations that was (``iterations_done``), and the sweep is
+    marked done only once all ``finetune.iterations`` ran (a rerun resumes and re-evaluates)."""
     for need in ("llc", "dp"):
         if read_done(os.path.join(out, need)) is None:
             raise FileNotFoundError(f"{out}/{need} is not done: run the pipeline stages first")
@@ -91,12 +97,15 @@ def run_sweep(
 
     path = stage_dir(out, name)
     t0 = time.time()
+    deadline = None if minutes is None else t0 + 60.0 * minutes
+    timing: dict = {}
     with open(os.path.join(path, "members.json"), "w") as f:
         json.dump([{"member": i, "seed": s, **v} for i, (s, v) in enumerate(members)], f, indent=1)
     state, _ = run_loop(
         path, state, flat_step, cfg.finetune.iterations, cfg.ckpt_every,
         f"sweep: {len(members)} members in one program",
         plot_keys=[f"m{i}/dp/success_rate" for i in range(min(6, len(members)))], mesh=None,
+        deadline=deadline, timing=timing,
     )  # fmt: skip
     from refine_dp_jax.logs import read_jsonl
 
@@ -118,10 +127,32 @@ def run_sweep(
         "eval_episodes": cfg.eval_episodes,
         "grid_points": group_members(members, final, curves),
         "seconds": time.time() - t0,
+        "iterations_done": len(rows),
+        "iterations": cfg.finetune.iterations,
+        **throughput(cfg, len(members), timing),
+        "device": f"{jax.devices()[0].device_kind} x {jax.device_count()}",
     }
     write_results(path, result, cfg)
-    mark_done(path, result)
+    if len(rows) >= cfg.finetune.iterations:
+        mark_done(path, result)
     return {"state": state, **result}
+
+
+def throughput(cfg: ExperimentConfig, n_members: int, timing: dict) -> dict:
+    """Compile seconds and steady speed of this call's training iterations (the median
+    iteration; LLC steps count every member's environments)."""
+    its = timing.get("iteration_s") or []
+    if not its:
+        return {"compile_s": timing.get("compile_s", 0.0)}
+    per_it = float(np.median(its))
+    f, d = cfg.finetune, cfg.diffusion
+    llc_steps = n_members * f.num_envs * f.decisions * d.exec_steps * cfg.hold
+    return {
+        "compile_s": timing["compile_s"],
+        "seconds_per_iteration": per_it,
+        "llc_steps_per_s": llc_steps / per_it,
+        "decisions_per_s": n_members * f.num_envs * f.decisions / per_it,
+    }
 
 
 def evaluate_members(parts: Parts, start, state) -> tuple[list[float], float]:
@@ -134,9 +165,12 @@ def evaluate_members(parts: Parts, start, state) -> tuple[list[float], float]:
     def one(planner, normalizer, llc):
         return ev((planner, normalizer), llc, key, cfg.task_curriculum)["success_rate"]
 
-    final = jax.jit(jax.vmap(one))(state.planner, state.normalizer, state.llc)
-    pre = jax.jit(one)(start.planner, start.normalizer, start.llc)
-    return [float(x) for x in np.asarray(final)], float(pre)
+    # the pre-trained DP as one more member: one compiled evaluation for all of them
+    parts_ = (state.planner, state.normalizer, state.llc)
+    first = (start.planner, start.normalizer, start.llc)
+    both = jax.tree.map(lambda x, y: jnp.concatenate([x, y[None]]), parts_, first)
+    rates = [float(x) for x in np.asarray(jax.jit(jax.vmap(one))(*both))]
+    return rates[:-1], rates[-1]
 
 
 def group_members(
@@ -169,7 +203,9 @@ def write_results(path: str, result: dict, cfg: ExperimentConfig) -> None:
     label = lambda g: ", ".join(f"{k}={v:g}" for k, v in g["values"].items()) or "(no grid)"
     pre = result["pretrained_eval_success_rate"]
     lines = [
-        f"# Sweep: {len(result['members'])} members, {cfg.finetune.iterations} iterations",
+        f"# Sweep: {len(result['members'])} members, "
+        f"{result.get('iterations_done', cfg.finetune.iterations)} of "
+        f"{cfg.finetune.iterations} iterations",
         "",
         f"Deterministic success on the same {result['eval_episodes']} initial states "
         f"(curriculum {cfg.task_curriculum:g}); pre-trained DP: {100 * pre:.1f} %.",
@@ -181,6 +217,11 @@ def write_results(path: str, result: dict, cfg: ExperimentConfig) -> None:
         per = " / ".join(f"{100 * x:.1f}" for x in g["eval_success_rate"])
         lines.append(f"| {label(g)} | {', '.join(map(str, g['seeds']))} "
                      f"| {100 * g['mean']:.1f} +- {100 * g['std']:.1f} % | {per} % |")  # fmt: skip
+    if "seconds_per_iteration" in result:
+        r = result
+        lines += ["", f"Speed on {r.get('device', '?')}: compile {r['compile_s']:.0f} s, then "
+                  f"{r['seconds_per_iteration']:.2f} s per iteration "
+                  f"({r['llc_steps_per_s']:,.0f} LLC steps/s, all members)."]  # fmt: skip
     lines += ["", "![training success per grid point](success.png)", ""]
     with open(os.path.join(path, "results.md"), "w") as f:
         f.write("\n".join(lines))

@@ -3,6 +3,7 @@ uninterrupted run, non-finite physics is reset and counted, bad input fails earl
 
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -129,6 +130,35 @@ def test_guard_drops_nonfinite_updates():
     new, m = guard_nonfinite(bad)(S(jnp.ones(3), jnp.zeros(2, jnp.uint32)))
     np.testing.assert_array_equal(np.asarray(new.w), np.ones(3))
     assert int(new.key[0]) == 1 and float(m["skipped_nonfinite_update"]) == 1.0
+
+
+def test_deadline_stops_with_a_checkpoint_and_resume_matches(tmp_path):
+    """A deadline already past: one iteration, then a checkpoint (the rows and timing say so);
+    the rerun without a deadline resumes there and ends where an uninterrupted run ends."""
+    from flax import struct
+
+    from refine_dp_jax.train.loop import run_loop
+
+    @struct.dataclass
+    class S:
+        w: jax.Array
+        key: jax.Array
+
+    def step(s):
+        key, sub = jax.random.split(s.key)
+        w = s.w * 0.9 + jax.random.normal(sub, s.w.shape)
+        return S(w, key), {"w0": w[0]}
+
+    init = lambda: S(jnp.zeros(3), jax.random.PRNGKey(3))
+    timing = {}
+    stopped = str(tmp_path / "stopped")
+    _, rows = run_loop(stopped, init(), step, 5, 10, "t", deadline=time.time(), timing=timing)
+    assert len(rows) == 1 and len(timing["iteration_s"]) == 1 and timing["compile_s"] > 0
+    assert os.path.isdir(os.path.join(stopped, "ckpt", "1"))
+    resumed, rows = run_loop(stopped, init(), step, 5, 10, "t")
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    whole, _ = run_loop(str(tmp_path / "whole"), init(), step, 5, 10, "t")
+    np.testing.assert_array_equal(np.asarray(resumed.w), np.asarray(whole.w))
 
 
 @pytest.mark.parametrize(

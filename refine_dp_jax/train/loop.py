@@ -7,6 +7,7 @@ checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,12 +55,18 @@ def run_loop(
     postfix_keys: tuple[str, ...] = (),
     stop_after: int | None = None,
     mesh: Any = "auto",
+    deadline: float | None = None,
+    timing: dict | None = None,
 ) -> tuple[Any, list[dict]]:
     """Runs ``iterations`` compiled steps from the newest checkpoint in ``stage_dir/ckpt``.
 
     ``stop_after`` (tests) stops after that many iterations of this call, as a kill would.
     ``mesh``: a ``jax.sharding.Mesh`` to shard the environments over, ``None`` for one device,
     or ``"auto"``: all devices when there are several.
+    ``deadline`` (a ``time.time()`` value): stop after the iteration that ends past it, with a
+    checkpoint, as a kill would (a rerun resumes); for a lent machine's fixed time.
+    ``timing``: a dict to fill with ``compile_s`` and ``iteration_s`` (wall seconds of each
+    iteration of this call, the result blocked on).
     Resuming verifies the checkpoint and falls back past bad ones (``Checkpointer.restore_latest``);
     before the first step, the compiled step's memory is checked (``memory.compile_checked``).
     Returns (state, rows logged by this call).
@@ -79,24 +86,34 @@ def run_loop(
     logger = MetricsLogger(stage_dir, resume_from=start) if main else None
     out_shardings = None if shardings is None else (shardings, None)
     step = jax.jit(guard_nonfinite(step_fn), donate_argnums=0, out_shardings=out_shardings)
+    timing = {} if timing is None else timing
+    timing.update(compile_s=0.0, iteration_s=[])
     if start < iterations and stop_after != 0:
         # Refuse a step that cannot fit before running it; the jit reuses this compilation.
+        t = time.perf_counter()
         compile_checked(step, state, what=desc, hint="use fewer environments or a smaller batch")
+        timing["compile_s"] = time.perf_counter() - t
     rows = []
     bar = tqdm(range(start, iterations), initial=start, total=iterations, desc=desc,
                disable=os.environ.get("REFINE_DP_JAX_NO_BAR") == "1")  # fmt: skip
     for done, it in enumerate(bar):
         if stop_after is not None and done >= stop_after:
             break
+        t = time.perf_counter()
         state, metrics = step(state)
+        metrics = jax.block_until_ready(metrics)
+        timing["iteration_s"].append(time.perf_counter() - t)
         if logger is None:
             row = {"iteration": it}
         else:
             row = logger.log(it, metrics)
         rows.append(row)
         bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in postfix_keys if k in row})
-        if (it + 1) % ckpt_every == 0 or it + 1 == iterations:
+        late = deadline is not None and time.time() >= deadline
+        if (it + 1) % ckpt_every == 0 or it + 1 == iterations or late:
             ck.save(it + 1, state, {"iteration": it + 1})
+        if late:
+            break
     bar.close()
     if logger is not None:
         logger.close(plot_keys, desc)

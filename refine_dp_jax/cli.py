@@ -432,6 +432,29 @@ def export(
     print(export_policy(pipeline.build(cfg), str(out), policy or None))
 
 
+def sim2sim(
+    experiment: str = "testbed",
+    out: Path = Path("runs/testbed"),
+    policy: str = "",
+    episodes: int = 0,
+    set: SetFlags = (),  # noqa: A002
+) -> None:
+    """Sim-to-sim: exports a trained policy of --out (as `export`) and evaluates the exported
+    artifacts with the run's environment stepped by MuJoCo's own C physics (mujoco.mj_step, same
+    MJCF and rates) next to MJX, on the run's evaluation initial states (--episodes, default
+    eval_episodes). Writes --out/sim2sim/<policy>/results.{json,md}. Envs: the testbed and
+    point_reach (the humanoid's per-episode randomized model is not supported)."""
+    setup_process()
+    from refine_dp_jax import pipeline
+    from refine_dp_jax.sim2sim import results_markdown, run_sim2sim
+
+    if episodes < 0:
+        raise ConfigError(f"--episodes must be >= 0 (0: eval_episodes), got {episodes}")
+    cfg = _experiment(experiment, set)
+    record = run_sim2sim(pipeline.build(cfg), str(out), policy or None, episodes or None)
+    print(results_markdown(record))
+
+
 def commands() -> dict:
     return {
         "probe": probe,
@@ -441,6 +464,7 @@ def commands() -> dict:
         "eval-llc": eval_llc,
         "report": report,
         "export": export,
+        "sim2sim": sim2sim,
     }
 
 

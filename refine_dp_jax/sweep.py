@@ -70,20 +70,33 @@ def run_sweep(
     joint: bool | None = None,
     name: str = "sweep",
     minutes: float | None = None,
+    sources: list[str] | None = None,
 ) -> dict:
     """Fine-tunes every member from the run's pre-trained DP and LLC, in one vmapped program.
+
+    ``sources``: one run directory per member to take its pre-trained DP and LLC from (e.g.
+    DPs pre-trained with different seeds or demonstrations); default: ``out`` for all. Each
+    distinct source's pre-trained DP is evaluated too (``pretrained_eval_success_rate`` per
+    member, and their mean at the top level).
 
     ``minutes``: a wall-clock budget for training (compile included): training stops after the
     iteration that ends past it, with a checkpoint, and the members are evaluated as they are
     then; the results say how many iterations that was (``iterations_done``), and the sweep is
     marked done only once all ``finetune.iterations`` ran (a rerun resumes and re-evaluates)."""
-    for need in ("llc", "dp"):
-        if read_done(os.path.join(out, need)) is None:
-            raise FileNotFoundError(f"{out}/{need} is not done: run the pipeline stages first")
-    joint = cfg.finetune.joint if joint is None else joint
     members = sweep_members(seeds, grid)
+    sources = [out] * len(members) if sources is None else list(sources)
+    if len(sources) != len(members):
+        raise ConfigError(f"sweep: {len(sources)} sources for {len(members)} members")
+    for src in dict.fromkeys(sources):
+        for need in ("llc", "dp"):
+            if read_done(os.path.join(src, need)) is None:
+                raise FileNotFoundError(f"{src}/{need} is not done: run the pipeline stages first")
+    joint = cfg.finetune.joint if joint is None else joint
     parts: Parts = build(cfg)
-    states = [finetune_state(parts, member_config(cfg, s, v), out, joint) for s, v in members]
+    states = [
+        finetune_state(parts, member_config(cfg, s, v), src, joint)
+        for (s, v), src in zip(members, sources, strict=True)
+    ]
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     step = jax.vmap(guard_nonfinite(finetune_step(parts, cfg, joint)))
 
@@ -111,7 +124,10 @@ def run_sweep(
 
     rows = read_jsonl(os.path.join(path, "metrics.jsonl"))
     curves = [[r[f"m{i}/dp/success_rate"] for r in rows] for i in range(len(members))]
-    final, pretrained = evaluate_members(parts, states[0], state)
+    distinct = list(dict.fromkeys(sources))
+    first = [states[sources.index(src)] for src in distinct]  # one start per source
+    final, pre = evaluate_members(parts, first, state)
+    pre_of = [pre[distinct.index(src)] for src in sources]
     result = {
         "members": [
             {
@@ -120,10 +136,12 @@ def run_sweep(
                 **v,
                 "success_rate": float(np.mean(curves[i][-3:])),  # training, last 3 iterations
                 "eval_success_rate": final[i],
+                "pretrained_eval_success_rate": pre_of[i],
+                **({"source": sources[i]} if len(distinct) > 1 else {}),
             }
             for i, (s, v) in enumerate(members)
         ],  # fmt: skip
-        "pretrained_eval_success_rate": pretrained,
+        "pretrained_eval_success_rate": float(np.mean(pre)),
         "eval_episodes": cfg.eval_episodes,
         "grid_points": group_members(members, final, curves),
         "seconds": time.time() - t0,
@@ -155,9 +173,10 @@ def throughput(cfg: ExperimentConfig, n_members: int, timing: dict) -> dict:
     }
 
 
-def evaluate_members(parts: Parts, start, state) -> tuple[list[float], float]:
-    """Deterministic success of every member of the stacked ``state`` and of the pre-trained DP
-    (``start``: any member's initial state), on the same ``eval_episodes`` initial states."""
+def evaluate_members(parts: Parts, starts: list, state) -> tuple[list[float], list[float]]:
+    """Deterministic success of every member of the stacked ``state`` and of each pre-trained
+    DP (``starts``: initial member states, one per distinct pre-trained DP), on the same
+    ``eval_episodes`` initial states, in one compiled evaluation."""
     cfg = parts.cfg
     ev = make_evaluator(parts, dp_plan_fn(parts.dppo, cfg.diffusion.ft_steps), cfg.eval_episodes)
     key = stage_key(parts, "eval")  # the run's own evaluation: the same initial states
@@ -165,12 +184,14 @@ def evaluate_members(parts: Parts, start, state) -> tuple[list[float], float]:
     def one(planner, normalizer, llc):
         return ev((planner, normalizer), llc, key, cfg.task_curriculum)["success_rate"]
 
-    # the pre-trained DP as one more member: one compiled evaluation for all of them
-    parts_ = (state.planner, state.normalizer, state.llc)
-    first = (start.planner, start.normalizer, start.llc)
-    both = jax.tree.map(lambda x, y: jnp.concatenate([x, y[None]]), parts_, first)
+    # the pre-trained DPs as more members: one compiled evaluation for all of them
+    trained = (state.planner, state.normalizer, state.llc)
+    firsts = [(s.planner, s.normalizer, s.llc) for s in starts]
+    pre = jax.tree.map(lambda *xs: jnp.stack(xs), *firsts)
+    both = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), trained, pre)
     rates = [float(x) for x in np.asarray(jax.jit(jax.vmap(one))(*both))]
-    return rates[:-1], rates[-1]
+    m = len(rates) - len(starts)
+    return rates[:m], rates[m:]
 
 
 def group_members(

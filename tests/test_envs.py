@@ -189,3 +189,38 @@ def test_point_reach_known_answers():
     assert float(env.is_success(at_goal, goal)) == 1.0
     assert float(env.is_success(at_goal.replace(qvel=jnp.ones(2)), goal)) == 0.0
     assert float(env.is_success(at_goal.replace(qpos=goal + 0.5), goal)) == 0.0
+
+
+def test_mujoco_physics_twin_steps_with_mj_step():
+    """sim2sim's twin of an env: its step is MuJoCo's C ``mj_step`` (a plain numpy loop over
+    mujoco.MjData is the oracle, to float32 rounding), batched under vmap, and stays close to
+    MJX's step for the same actions; an env without a swappable physics step is refused."""
+    import types
+
+    import mujoco
+
+    from refine_dp_jax.config import ConfigError
+    from refine_dp_jax.sim2sim import with_mujoco_physics
+
+    env = envs.make("point_reach")
+    twin = with_mujoco_physics(env)
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 3))
+    actions = jnp.array([[0.8, -0.5], [-0.3, 0.9], [0.5, 0.5]])
+    step, twin_step = jax.jit(jax.vmap(env.step)), jax.jit(jax.vmap(twin.step))
+    s_mjx, s_c = states, states
+    for _ in range(10):
+        s_mjx, s_c = step(s_mjx, actions), twin_step(s_c, actions)
+    m, d = env.mj_model, mujoco.MjData(env.mj_model)
+    for b in range(3):  # the oracle: MuJoCo in a plain loop from the same start
+        mujoco.mj_resetData(m, d)
+        d.qpos[:], d.qvel[:] = np.asarray(states.data.qpos[b]), np.asarray(states.data.qvel[b])
+        for _ in range(10 * env.cfg.substeps):
+            d.ctrl[:] = np.asarray(actions[b])
+            mujoco.mj_step(m, d)
+        np.testing.assert_allclose(np.asarray(s_c.data.qpos[b]), d.qpos, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(s_c.data.qvel[b]), d.qvel, atol=1e-4)
+    moved = np.abs(np.asarray(s_c.data.qpos - states.data.qpos)).max()
+    assert moved > 1e-2, moved  # the actions did move the point
+    np.testing.assert_allclose(np.asarray(s_c.data.qpos), np.asarray(s_mjx.data.qpos), atol=1e-3)
+    with pytest.raises(ConfigError, match="no swappable physics step"):
+        with_mujoco_physics(types.SimpleNamespace(name="humanoid_llc"))

@@ -122,12 +122,14 @@ class PointReachEnv:
         still = jnp.linalg.norm(data.qvel[:2]) < self.cfg.rest_speed
         return (near & still).astype(jnp.float32)
 
+    def physics_step(self, data):
+        """One physics step (``mjx.step``; see ``TestbedEnv.physics_step``)."""
+        return mjx.step(self.mjx_model, data)
+
     def step(self, state: EnvState, action) -> EnvState:
         a = jnp.clip(jnp.nan_to_num(action), -1.0, 1.0)
         data = state.data.replace(ctrl=a)
-        data = jax.lax.fori_loop(
-            0, self.cfg.substeps, lambda _, d: mjx.step(self.mjx_model, d), data
-        )
+        data = jax.lax.fori_loop(0, self.cfg.substeps, lambda _, d: self.physics_step(d), data)
         bad = ~(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)))
         bad = bad | (jnp.max(jnp.abs(data.qvel)) > 100.0)
         data = jax.tree.map(lambda x: jnp.nan_to_num(x) if jnp.issubdtype(x.dtype, jnp.floating)

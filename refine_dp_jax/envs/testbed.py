@@ -453,6 +453,11 @@ class TestbedEnv:
         engage = (d < c.capture_radius) | ((holding > 0.5) & (d < c.release_radius))
         return (engage & (closed > 0.5)).astype(jnp.float32)
 
+    def physics_step(self, data):
+        """One physics step: ``mjx.step``; ``sim2sim.with_mujoco_physics`` swaps in MuJoCo's
+        own C step (sim-to-sim) and leaves everything else of the environment as it is."""
+        return mjx.step(self.mjx_model, data)
+
     def step(self, state: EnvState, action) -> EnvState:
         """One LLC step: ``substeps`` physics steps under the action [Da] (clipped to [-1, 1])."""
         c = self.cfg
@@ -468,7 +473,7 @@ class TestbedEnv:
             data, holding = carry
             holding = self._holding(data, closed, holding)
             data = data.replace(ctrl=ctrl, xfrc_applied=self._cup_force(data, holding))
-            return mjx.step(self.mjx_model, data), holding
+            return self.physics_step(data), holding
 
         data, holding = jax.lax.fori_loop(0, c.substeps, substep, (state.data, state.task.holding))
         holding = self._holding(data, closed, holding)

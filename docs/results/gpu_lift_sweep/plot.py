@@ -1,6 +1,6 @@
 """Training success per iteration of the two GPU sweeps in this folder (curves.png).
 
-    python docs/results/gpu_lift_sweep/plot.py
+python docs/results/gpu_lift_sweep/plot.py
 """
 
 import json

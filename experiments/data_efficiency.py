@@ -29,6 +29,7 @@ from refine_dp_jax.checkpoint import mark_done, read_done
 from refine_dp_jax.cli import _experiment
 from refine_dp_jax.config import ConfigError, replace
 from refine_dp_jax.data.demos import Demos, load_demos, save_demos
+from refine_dp_jax.logs import label_axes, save_figure
 from refine_dp_jax.sweep import run_sweep
 
 
@@ -123,14 +124,8 @@ def write(out: str, result: dict) -> None:
                        alpha=0.5)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xticks(n, [str(x) for x in n])
-    ax.set_xlabel("demonstrations")
-    ax.set_ylabel("success (%)")
-    ax.set_ylim(0, 105)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "data_efficiency.png"), dpi=90)
-    plt.close(fig)
+    label_axes(ax, "demonstrations", "success (%)", (0, 105))
+    save_figure(fig, os.path.join(out, "data_efficiency.png"))
 
 
 def main(argv: list[str] | None = None) -> None:

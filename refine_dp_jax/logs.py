@@ -125,3 +125,22 @@ def plot_curves(rows: list[dict], keys: list[str] | None, path: str, title: str 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def label_axes(ax, xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None) -> None:
+    """The axis labels, limits, grid and legend every result plot here uses."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path: str) -> None:
+    """Tight layout, written at 90 dpi, closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -27,6 +27,7 @@ import numpy as np
 
 from refine_dp_jax.checkpoint import mark_done, read_done
 from refine_dp_jax.config import ConfigError, replace
+from refine_dp_jax.logs import label_axes, save_figure
 from refine_dp_jax.pipeline import (
     ExperimentConfig,
     Parts,
@@ -257,11 +258,5 @@ def write_results(path: str, result: dict, cfg: ExperimentConfig) -> None:
         it = np.arange(1, len(m) + 1)
         ax.plot(it, m, label=f"{label(g)} ({len(g['seeds'])} seeds)")
         ax.fill_between(it, m - sd, m + sd, alpha=0.2)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training success (stochastic)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(path, "success.png"), dpi=90)
-    plt.close(fig)
+    label_axes(ax, "iteration", "training success (stochastic)", (0, 1))
+    save_figure(fig, os.path.join(path, "success.png"))

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from refine_dp_jax.logs import label_axes, save_figure  # noqa: E402
+
 here = os.path.dirname(os.path.abspath(__file__))
 data = json.load(open(os.path.join(here, "training_success.json")))
 fig, axes = plt.subplots(1, len(data), figsize=(6.5 * len(data), 4), squeeze=False)
@@ -17,10 +19,5 @@ for ax, (task, runs) in zip(axes[0], data.items(), strict=True):
         # iterations 1-2 count only the few episodes short enough to end in them: left out
         ax.plot(range(3, len(ys) + 1), ys[2:], label=name, lw=1.4)
     ax.set_title(f"{task}: DPPO training success (stochastic)", fontsize=10)
-    ax.set_xlabel("DPPO iteration")
-    ax.set_ylabel("success of episodes ended")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-fig.tight_layout()
-fig.savefig(os.path.join(here, "success.png"), dpi=90)
+    label_axes(ax, "DPPO iteration", "success of episodes ended", (0, 1))
+save_figure(fig, os.path.join(here, "success.png"))

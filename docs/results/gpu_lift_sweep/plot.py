@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from refine_dp_jax.logs import label_axes, save_figure  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # member order of both sweeps: (seed 0, lr a), (seed 0, lr b), (seed 1, lr a), (seed 1, lr b)
 RUNS = {"metrics_lr1e-4_3e-5.jsonl": (1e-4, 3e-5), "metrics_lr1e-5_3e-6.jsonl": (1e-5, 3e-6)}
@@ -29,14 +31,10 @@ def main() -> None:
             ax.plot(it, y, color=COLORS[lr], ls="-" if seed == 0 else "--",
                     label=f"actor lr {lr:g}" if seed == 0 else None)  # fmt: skip
     ax.axvspan(0.5, 2.5, color="#ccc", alpha=0.5, label="critic warm-up (actor frozen)")
-    ax.set_xlabel("iteration (1024 envs x 8 decisions per member)")
-    ax.set_ylabel("training success, stochastic (%)")
     ax.set_title("humanoid_table_lift, DP-only DPPO on an H200 (seed 0 solid, seed 1 dashed)")
-    ax.set_ylim(0, 65)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(HERE, "curves.png"), dpi=90)
+    label_axes(ax, "iteration (1024 envs x 8 decisions per member)",
+               "training success, stochastic (%)", (0, 65))  # fmt: skip
+    save_figure(fig, os.path.join(HERE, "curves.png"))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def run(cfg, out: str, counts: list[int], seeds: list[int]) -> dict:
     parts = pipeline.build(base_cfg)
     pipeline.stage_llc(parts, base)
     pipeline.stage_demos(parts, base)
-    rows = []
+    result: dict = {}
     for n in counts:
         cfg_n = replace(cfg, **{"demos.num_episodes": n})
         sources = []
@@ -63,20 +63,32 @@ def run(cfg, out: str, counts: list[int], seeds: list[int]) -> dict:
             subset_demos(os.path.join(base, "demos"), os.path.join(run_dir, "demos"), n)
             pipeline.stage_pretrain(pipeline.build(replace(cfg_n, seed=s)), run_dir)
             sources.append(run_dir)
-        res = run_sweep(cfg_n, os.path.join(out, f"demos_{n}"), seeds, {}, joint=False,
-                        sources=sources)  # fmt: skip
-        members = res["members"]
+        sweep_dir = os.path.join(out, f"demos_{n}")
+        if read_done(os.path.join(sweep_dir, "sweep")) is None:
+            run_sweep(cfg_n, sweep_dir, seeds, {}, joint=False, sources=sources)
+        rows = collect(out, counts)
+        print(json.dumps(rows[-1]))
+        result = {"experiment_env": cfg.env, "eval_episodes": cfg.eval_episodes,
+                  "finetune_iterations": cfg.finetune.iterations, "rows": rows,
+                  "seconds": time.time() - t0}  # fmt: skip
+        write(out, result)  # after every count: a killed run keeps what it measured
+    return result
+
+
+def collect(out: str, counts: list[int]) -> list[dict]:
+    """One row per count whose sweep is done: its seeds' pre-trained and fine-tuned success."""
+    rows = []
+    for n in counts:
+        done = read_done(os.path.join(out, f"demos_{n}", "sweep"))
+        if done is None:
+            continue
+        members = done["members"]
         rows.append({
-            "demos": n, "seeds": seeds,
+            "demos": n, "seeds": [m["seed"] for m in members],
             "pretrained": [m["pretrained_eval_success_rate"] for m in members],
             "finetuned": [m["eval_success_rate"] for m in members],
         })  # fmt: skip
-        print(json.dumps(rows[-1]))
-    result = {"experiment_env": cfg.env, "eval_episodes": cfg.eval_episodes,
-              "finetune_iterations": cfg.finetune.iterations, "rows": rows,
-              "seconds": time.time() - t0}  # fmt: skip
-    write(out, result)
-    return result
+    return rows
 
 
 def _mean_std(xs) -> tuple[float, float]:

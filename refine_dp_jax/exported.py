@@ -60,6 +60,17 @@ class ExportedPolicy:
         self.spec = spec
         self._dp, self._llc = fns["dp.jaxexport"], fns["llc.jaxexport"]
 
+    @property
+    def dp_function(self):
+        """The DP's ``jax.export.Exported`` (``.call(history, key)`` inside a jit, any batch;
+        no vmap: batch the inputs instead)."""
+        return self._dp
+
+    @property
+    def llc_function(self):
+        """The LLC's ``jax.export.Exported`` (``.call(observation)``, as ``dp_function``)."""
+        return self._llc
+
     def _check(self, x, shape: list[int], what: str) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if x.ndim != len(shape) + 1 or list(x.shape[1:]) != shape:

@@ -115,9 +115,9 @@ def exported_planner(policy, env):
 
     def plan(params, cond, key, deterministic):
         del params, deterministic
-        return normalize_command(env, policy._dp.call(cond, key)), None
+        return normalize_command(env, policy.dp_function.call(cond, key)), None
 
-    return plan, ((), identity), _ExportedLLC(policy._llc)
+    return plan, ((), identity), _ExportedLLC(policy.llc_function)
 
 
 def run_sim2sim(parts, out: str, name: str | None = None, episodes: int | None = None) -> dict:

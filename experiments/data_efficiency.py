@@ -135,6 +135,7 @@ def write(out: str, result: dict) -> None:
             ax.scatter([r["demos"]] * len(r[k]), 100 * np.asarray(r[k]), s=8, color=color,
                        alpha=0.5)  # fmt: skip
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(n, [str(x) for x in n])
     label_axes(ax, "demonstrations", "success (%)", (0, 105))
     save_figure(fig, os.path.join(out, "data_efficiency.png"))

@@ -110,8 +110,7 @@ def _finetune_setup(cfg, num_envs: int):
 
 def env_steps_per_iteration(cfg) -> tuple[int, int]:
     """(LLC steps, physics steps) of one DPPO rollout."""
-    f, d = cfg.finetune, cfg.diffusion
-    llc = f.num_envs * f.decisions * d.exec_steps * cfg.hold
+    llc = pipeline.llc_steps_per_iteration(cfg)
     return llc, llc * envs.make(cfg.env).cfg.substeps
 
 

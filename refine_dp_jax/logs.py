@@ -122,9 +122,7 @@ def plot_curves(rows: list[dict], keys: list[str] | None, path: str, title: str 
     for ax in axes.ravel()[len(keys) :]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def label_axes(ax, xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None) -> None:

@@ -56,6 +56,7 @@ from refine_dp_jax.data.demos import (
 from refine_dp_jax.diffusion.networks import Critic, make_denoiser
 from refine_dp_jax.envs import make as make_env
 from refine_dp_jax.evaluate import make_evaluate, make_trajectory_recorder, render_video
+from refine_dp_jax.logs import save_figure
 from refine_dp_jax.memory import compile_checked
 from refine_dp_jax.report import write_report
 from refine_dp_jax.train.dppo import DPPOHyper, make_dppo
@@ -621,13 +622,20 @@ def load_policy(parts: Parts, out: str, name: str):
     return st["planner"], st["normalizer"], st["llc"]
 
 
-def make_evaluator(parts: Parts, plan, num_envs: int):
+def llc_steps_per_iteration(cfg: ExperimentConfig) -> int:
+    """LLC steps of one DPPO iteration's rollout (every env, every executed command's hold)."""
+    f = cfg.finetune
+    return f.num_envs * f.decisions * cfg.diffusion.exec_steps * cfg.hold
+
+
+def make_evaluator(parts: Parts, plan, num_envs: int, env=None, llc_ppo=None):
     """Jitted deterministic evaluation of the planner function ``plan`` on the first episodes
-    of ``num_envs`` envs: ``f(planner_params, llc, key, curriculum) -> metrics``."""
+    of ``num_envs`` envs: ``f(planner_params, llc, key, curriculum) -> metrics``. ``env`` and
+    ``llc_ppo`` replace the run's (sim-to-sim: another physics, an exported LLC)."""
     d = parts.cfg.diffusion
     return jax.jit(make_evaluate(
-        parts.env, parts.llc_ppo, plan, num_envs=num_envs, obs_history=d.obs_history,
-        exec_steps=d.exec_steps, hold=parts.cfg.hold,
+        env or parts.env, llc_ppo or parts.llc_ppo, plan, num_envs=num_envs,
+        obs_history=d.obs_history, exec_steps=d.exec_steps, hold=parts.cfg.hold,
     ))  # fmt: skip
 
 
@@ -837,6 +845,4 @@ def _plot_success(results: dict, path: str) -> None:
     ax.set_ylim(0, 105)
     ax.set_ylabel("success rate (%)")
     ax.set_title(f"{results[names[0]]['episodes']:.0f} episodes each, deterministic sampling")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)

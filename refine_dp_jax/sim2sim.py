@@ -125,8 +125,7 @@ def run_sim2sim(parts, out: str, name: str | None = None, episodes: int | None =
     (module docstring) on ``episodes`` (default ``eval_episodes``) envs; writes
     ``out/sim2sim/<policy>/results.json`` and ``results.md``; returns the results."""
     from refine_dp_jax import exported
-    from refine_dp_jax.evaluate import make_evaluate
-    from refine_dp_jax.pipeline import load_policy, stage_key
+    from refine_dp_jax.pipeline import load_policy, make_evaluator, stage_key
     from refine_dp_jax.policy_export import export_policy
     from refine_dp_jax.train.finetune import dp_plan_fn
 
@@ -141,9 +140,8 @@ def run_sim2sim(parts, out: str, name: str | None = None, episodes: int | None =
     key = stage_key(parts, "eval")  # the run's evaluation: the same initial states
 
     def evaluate(e, plan, llc, params, learner):
-        ev = make_evaluate(e, llc, plan, num_envs=episodes, obs_history=d.obs_history,
-                           exec_steps=d.exec_steps, hold=cfg.hold)  # fmt: skip
-        m = jax.jit(ev)(params, learner, key, cfg.task_curriculum)
+        ev = make_evaluator(parts, plan, episodes, env=e, llc_ppo=llc)
+        m = ev(params, learner, key, cfg.task_curriculum)
         return {k: float(np.asarray(v)) for k, v in m.items()}
 
     planner, normalizer, llc = load_policy(parts, out, name)

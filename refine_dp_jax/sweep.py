@@ -34,6 +34,7 @@ from refine_dp_jax.pipeline import (
     build,
     finetune_state,
     finetune_step,
+    llc_steps_per_iteration,
     make_evaluator,
     stage_dir,
     stage_key,
@@ -164,12 +165,11 @@ def throughput(cfg: ExperimentConfig, n_members: int, timing: dict) -> dict:
     if not its:
         return {"compile_s": timing.get("compile_s", 0.0)}
     per_it = float(np.median(its))
-    f, d = cfg.finetune, cfg.diffusion
-    llc_steps = n_members * f.num_envs * f.decisions * d.exec_steps * cfg.hold
+    f = cfg.finetune
     return {
         "compile_s": timing["compile_s"],
         "seconds_per_iteration": per_it,
-        "llc_steps_per_s": llc_steps / per_it,
+        "llc_steps_per_s": n_members * llc_steps_per_iteration(cfg) / per_it,
         "decisions_per_s": n_members * f.num_envs * f.decisions / per_it,
     }
 

@@ -8,7 +8,7 @@ PYTHON_311 := $(shell for p in python3.11 $$(ls -d $$(pyenv root 2>/dev/null || 
 EXPERIMENT ?= testbed
 OUT ?= runs/$(EXPERIMENT)
 
-.PHONY: venv test test-all run lint format bench clean osmesa
+.PHONY: venv test test-all run lint format bench clean osmesa gpu-llc
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON_311)" || { echo "error: no Python 3.11 found (PATH or pyenv); install it, e.g. 'pyenv install 3.11'"; exit 1; }
@@ -50,6 +50,13 @@ run: venv osmesa
 
 bench: venv
 	$(PY) -m benchmarks.run --quick
+
+# On a machine with a CUDA GPU and Python 3.12 (no venv: the device's own jax with CUDA and
+# wheels carried in .whl/, see experiments/gpu_llc.sh): throughput figures, then the walking
+# LLC for a wall budget, e.g. make gpu-llc ARGS="--out /tmp/gpu_llc --minutes 8".
+ARGS ?= --out runs/gpu_llc
+gpu-llc:
+	bash experiments/gpu_llc.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache

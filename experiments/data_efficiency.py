@@ -26,7 +26,7 @@ import numpy as np
 
 from refine_dp_jax import pipeline
 from refine_dp_jax.checkpoint import mark_done, read_done
-from refine_dp_jax.cli import _experiment
+from refine_dp_jax.cli import experiment_config
 from refine_dp_jax.config import ConfigError, replace
 from refine_dp_jax.data.demos import Demos, load_demos, save_demos
 from refine_dp_jax.logs import label_axes, save_figure
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     from refine_dp_jax.cli import setup_process
 
     setup_process()
-    cfg = _experiment(args.experiment, args.set)
+    cfg = experiment_config(args.experiment, args.set)
     os.makedirs(args.out, exist_ok=True)
     result = run(cfg, args.out, sorted(set(args.demos)), args.seeds)
     print(f"{os.path.join(args.out, 'results.md')} ({result['seconds'] / 60:.0f} min)")

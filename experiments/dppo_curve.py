@@ -28,10 +28,10 @@ def run_curve(args) -> None:
     import jax
 
     from refine_dp_jax import pipeline
-    from refine_dp_jax.cli import _experiment
+    from refine_dp_jax.cli import experiment_config
     from refine_dp_jax.train.finetune import dp_plan_fn
 
-    cfg = _experiment(args.experiment, tuple(args.set))
+    cfg = experiment_config(args.experiment, tuple(args.set))
     parts = pipeline.build(cfg)
     state = pipeline.finetune_state(parts, cfg, str(args.out), args.joint)
     t = time.perf_counter()

@@ -81,11 +81,11 @@ def run(args) -> dict:
     import jax.numpy as jnp
 
     from refine_dp_jax import pipeline
-    from refine_dp_jax.cli import _experiment
+    from refine_dp_jax.cli import experiment_config
     from refine_dp_jax.train.finetune import dp_plan_fn
     from refine_dp_jax.train.hierarchy import hier_init, make_hier_rollout
 
-    cfg = _experiment(args.experiment, tuple(args.set))
+    cfg = experiment_config(args.experiment, tuple(args.set))
     parts = pipeline.build(cfg)
     d, env, fns = cfg.diffusion, parts.env, parts.dppo
     state = pipeline.finetune_state(parts, cfg, str(args.out), False)

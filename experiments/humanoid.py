@@ -98,9 +98,63 @@ def humanoid_llc_stand_tiny() -> ExperimentConfig:
 STAND_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand"
 
 
-# Where the walking LLC will be stored once trained (issue: walking LLC, GPU scale); the
+# Where the walking LLC will be stored once trained (``humanoid_llc_walk_gpu``, below); the
 # walking tasks' experiments refuse to build until it exists.
 WALK_LLC = "refine_dp_jax/assets/llc/humanoid_llc_walk"
+
+# The walking LLC's environment: base velocity commands over the env's whole range (vx -0.4 to
+# 0.8 m/s, vy +-0.4 m/s, yaw rate +-1 rad/s), zero in 20 % of the draws, held 1.5-4.5 s;
+# hand targets as the standing LLC's.
+WALK_ENV = (("command_stand_prob", 0.2), ("command_arm_spread", 1.0))
+
+
+@register("humanoid_llc_walk")
+def humanoid_llc_walk() -> ExperimentConfig:
+    """Stage 1 only: the whole-body LLC walking where the footstep planner says while tracking
+    hand poses and grippers, warm-started from the committed standing LLC (same networks and
+    interface; fresh optimizer; the reward curriculum restarts), with a command curriculum
+    on the base velocity (starts at 25 % of the range, +5 % after each iteration whose
+    velocity error on moving commands is below 0.12 m/s: the paper's lin-velocity tracking
+    kernel at ~0.8 of its maximum). CPU sizes (2 cores: ~12 s per iteration); a GPU run uses
+    ``humanoid_llc_walk_gpu``."""
+    stand = humanoid_llc_stand()
+    return replace(
+        stand,
+        env_overrides=WALK_ENV,
+        llc_init=STAND_LLC,
+        **{"llc.iterations": 450, "llc.command_hold_steps": 100,
+           "llc.velocity_hold_steps": 150, "llc.reward_curriculum_iterations": 200,
+           "llc.speed_scale_start": 0.25, "llc.speed_scale_step": 0.05,
+           "llc.speed_scale_max_err": 0.12},
+    )  # fmt: skip
+
+
+@register("humanoid_llc_walk_gpu")
+def humanoid_llc_walk_gpu() -> ExperimentConfig:
+    """``humanoid_llc_walk`` at GPU scale: 4096 envs x 20 steps per iteration, 32 minibatches,
+    4 epochs (the batch split of MuJoCo Playground's humanoid joystick PPO configs, with half
+    their 8192 envs); the iteration count is a ceiling, a lent machine's wall budget stops it
+    earlier (``refine-dp train-llc --minutes``, ``experiments/gpu_llc.py``)."""
+    return replace(
+        humanoid_llc_walk(),
+        **{"llc.num_envs": 4096, "llc.rollout_steps": 20, "llc.iterations": 3000,
+           "llc.ppo.minibatches": 32, "llc.ppo.epochs": 4,
+           "llc.reward_curriculum_iterations": 600, "llc.eval_episodes": 512},
+    )  # fmt: skip
+
+
+@register("humanoid_llc_walk_tiny")
+def humanoid_llc_walk_tiny() -> ExperimentConfig:
+    """``humanoid_llc_walk`` at toy sizes, from scratch (tests: tiny networks cannot load the
+    standing LLC)."""
+    return replace(
+        humanoid_llc_walk(),
+        llc_init="",
+        **{"llc.num_envs": 4, "llc.rollout_steps": 8, "llc.iterations": 3,
+           "llc.reward_curriculum_iterations": 2, "llc.ppo.minibatches": 2, "llc.eval_episodes": 4,
+           "llc.ppo.actor_hidden": (16,), "llc.ppo.critic_hidden": (16,),
+           "llc.speed_scale_max_err": 10.0},
+    )  # fmt: skip
 
 
 def table_task(task: str, llc_checkpoint: str = STAND_LLC) -> ExperimentConfig:

@@ -56,7 +56,7 @@ def _flat(sets) -> tuple[str, ...]:
     return tuple(x for group in sets for x in ((group,) if isinstance(group, str) else group))
 
 
-def _experiment(experiment: str, overrides):
+def experiment_config(experiment: str, overrides):
     """The named experiment with the ``--set`` overrides applied (each key at most once);
     every value is validated (``ConfigError``) before anything is written or compiled."""
     import experiments
@@ -201,18 +201,21 @@ def _stage_command(stage: str):
         experiment: str = "testbed",
         out: Path = Path("runs/testbed"),
         set: SetFlags = (),  # noqa: A002
+        minutes: float | None = None,
     ) -> None:
         setup_process()
+        if minutes is not None and (minutes <= 0 or stage != "train-llc"):
+            raise ConfigError(f"--minutes (> 0, got {minutes}) bounds train-llc only")
         from refine_dp_jax import pipeline
 
-        cfg = _experiment(experiment, set)
+        cfg = experiment_config(experiment, set)
         parts = pipeline.build(cfg)  # environment and its overrides checked
         _check_out(out)
         run = {"experiment": experiment, "sets": list(_flat(set)),
                "command": _command(stage, experiment, out, set)}  # fmt: skip
         pipeline.save_config(cfg, str(out), run)
         try:
-            _run_stage(pipeline, parts, cfg, out)
+            _run_stage(pipeline, parts, cfg, out, minutes, run["command"])
         except KeyboardInterrupt:
             where = _where_stopped(cfg, stage, out)
             resume = _command(stage, experiment, out, set)
@@ -228,12 +231,12 @@ def _stage_command(stage: str):
                 fix = f"redo stage {e.stage} with: {redo}"
             raise CorruptArtifactError(f"{e}; {fix}") from None
 
-    def _run_stage(pipeline, parts, cfg, out: Path) -> None:
+    def _run_stage(pipeline, parts, cfg, out: Path, minutes: float | None, again: str) -> None:
         if stage == "pipeline":
             pipeline.run_pipeline(cfg, str(out))
             return
         fn = {
-            "train-llc": lambda: pipeline.stage_llc(parts, str(out)),
+            "train-llc": lambda: pipeline.stage_llc(parts, str(out), minutes=minutes),
             "collect-demos": lambda: pipeline.stage_demos(parts, str(out)),
             "pretrain": lambda: pipeline.stage_pretrain(parts, str(out)),
             "finetune": lambda: pipeline.stage_finetune(parts, str(out), joint=False),
@@ -241,15 +244,19 @@ def _stage_command(stage: str):
             "baseline": lambda: pipeline.stage_baseline(parts, str(out)),
             "evaluate": lambda: pipeline.stage_evaluate(parts, str(out)),
         }[stage]
-        print(json.dumps(fn(), indent=1, default=str))
+        record = fn()
+        print(json.dumps(record, indent=1, default=str))
+        if record.get("interrupted"):
+            print(f"stopped after --minutes {minutes}; resume with: {again}")
         pipeline.write_summary(cfg, str(out))
         print(f"report: {pipeline.write_report(str(out))}")
 
     run.__doc__ = _STAGE_DOCS[stage] + (
         " Named experiments live in experiments/; override any field with --set key=value"
         " (dotted, e.g. --set dppo.actor_lr=3e-4 seed=1; --set may be repeated). Rerunning"
-        " resumes from the last checkpoint. Exit codes: 2 bad input, 3 corrupt or missing"
-        " checkpoint/data, 4 not enough memory, 130 Ctrl-C."
+        " resumes from the last checkpoint (train-llc --minutes M: stop after M minutes with a"
+        " checkpoint, for a machine lent for a fixed time). Exit codes: 2 bad input, 3 corrupt"
+        " or missing checkpoint/data, 4 not enough memory, 130 Ctrl-C."
     )
     return run
 
@@ -284,7 +291,7 @@ def sweep(
     setup_process()
     from refine_dp_jax.sweep import run_sweep
 
-    cfg = _experiment(experiment, set)
+    cfg = experiment_config(experiment, set)
     values = {}
     for item in grid:
         if "=" not in item:
@@ -308,19 +315,25 @@ def sweep(
     print(f"table and plot: {out / 'sweep' / 'results.md'}")
 
 
-def _finished_llc(experiment: str, out: Path, sets):
-    """(config, parts, done record) of the run in ``out`` whose stage llc is done; else a
-    one-line error naming the command that trains it."""
+def _trained_llc(experiment: str, out: Path, sets):
+    """(config, parts, learner, done record or {} , info) of the LLC trained in ``out``: the
+    finished stage's, else its newest checkpoint (a run stopped by --minutes; ``info``:
+    finished, iterations_done, speed_scale); else a one-line error naming the command that
+    trains it."""
     from refine_dp_jax import pipeline
     from refine_dp_jax.checkpoint import read_done
 
-    cfg = _experiment(experiment, sets)
+    cfg = experiment_config(experiment, sets)
     parts = pipeline.build(cfg)
-    done = read_done(str(out / "llc"), "final")
-    if done is None:
-        raise ConfigError(f"--out {out}: stage llc is not done (train it first: "
-                          f"{_command('train-llc', experiment, out, sets)})")  # fmt: skip
-    return cfg, parts, done
+    try:
+        learner, info = pipeline.latest_llc(parts, str(out))
+    except ConfigError:
+        raise ConfigError(f"--out {out}: stage llc has no trained LLC (train it first: "
+                          f"{_command('train-llc', experiment, out, sets)})") from None  # fmt: skip
+    if not info["finished"]:
+        print(f"stage llc is not finished: using its checkpoint of iteration "
+              f"{info['iterations_done']} of {cfg.llc.iterations}")  # fmt: skip
+    return cfg, parts, learner, read_done(str(out / "llc")) or {}, info
 
 
 def export_llc(
@@ -330,19 +343,21 @@ def export_llc(
     set: SetFlags = (),  # noqa: A002
     note: str = "",
 ) -> None:
-    """Writes the LLC trained in --out (stage 1 done) to --to as a small, pickle-free stored
+    """Writes the LLC trained in --out (stage 1's final LLC, or its newest checkpoint while
+    unfinished: the card says which iteration) to --to as a small, pickle-free stored
     LLC (llc.npz + llc.json: robot, interface, networks, the command that trained it, its
     evaluation), with its learning curves (metrics.jsonl, PNG). Experiments load it with
     --set llc_checkpoint=DIR; the loader refuses it for another robot, interface or network."""
     setup_process()
     import shutil
 
-    from refine_dp_jax import pipeline
     from refine_dp_jax.policy_store import save_llc
 
-    cfg, parts, done = _finished_llc(experiment, out, set)
-    learner = pipeline.load_llc(parts, str(out))
+    cfg, parts, learner, done, info = _trained_llc(experiment, out, set)
     extra = {k: done[k] for k in ("eval", "env_steps", "seconds", "final_metrics") if k in done}
+    if not info["finished"] and (out / "llc" / "eval.json").exists():
+        extra["eval"] = json.loads((out / "llc" / "eval.json").read_text())
+    extra.update(info)  # finished, iterations_done, speed_scale (the command curriculum)
     extra["note"] = note  # e.g. the commit of the code that trained it
     record = save_llc(str(to), parts, learner, _command("train-llc", experiment, out, set), extra)
     for name in ("metrics.jsonl", "curves.png", "eval.json"):
@@ -365,6 +380,19 @@ def _llc_readme(record: dict) -> str:
         *([record["note"], ""] if record.get("note") else []),
         f"Environment steps: {record.get('env_steps', '?')}, training wall time: "
         f"{record.get('seconds', 0.0) / 60:.1f} min. Sizes: {record['sizes']}.",
+        *(
+            [f"Unfinished run: the checkpoint of iteration {record['iterations_done']}."]
+            if record.get("finished") is False
+            else []
+        ),
+        *(
+            [
+                f"Command curriculum: base velocities at {record['speed_scale']:.2f} x the env's "
+                "range when it was stored."
+            ]
+            if record.get("speed_scale") is not None
+            else []
+        ),
         "Files: `llc.npz` (parameters and normalizer statistics, no pickle), `llc.json` "
         "(robot digest, interface, networks, LLC config, sha256 of the npz; the loader checks "
         "them), `metrics.jsonl` and `curves.png` (learning curves), `eval.json`.",
@@ -372,7 +400,7 @@ def _llc_readme(record: dict) -> str:
     ]
     ev = record.get("eval") or {}
     if ev:
-        names = list(ev)
+        names = [n for n in ev if n != "llc_state"]
         lines += ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
         for key in ev[names[0]]:
             vals = " | ".join(f"{ev[n].get(key, float('nan')):.4g}" for n in names)
@@ -386,18 +414,20 @@ def eval_llc(
     out: Path = Path("runs/humanoid_llc_stand"),
     set: SetFlags = (),  # noqa: A002
 ) -> None:
-    """Evaluates the LLC trained in --out (stage 1 done) on its own task, deterministic, over
+    """Evaluates the LLC trained in --out (stage 1's final LLC, or its newest checkpoint while
+    unfinished) on its own task, deterministic, over
     llc.eval_episodes randomized episodes (fall rate, hand errors, gripper following; trained
     LLC vs the zero residual); writes --out/llc/eval.json."""
     setup_process()
     from refine_dp_jax import pipeline
     from refine_dp_jax.checkpoint import mark_done
 
-    cfg, parts, done = _finished_llc(experiment, out, set)
+    cfg, parts, learner, done, info = _trained_llc(experiment, out, set)
     if cfg.llc.eval_episodes < 1:
         raise ConfigError("llc.eval_episodes must be >= 1 to evaluate (--set llc.eval_episodes=N)")
-    result = pipeline.evaluate_llc(parts, pipeline.load_llc(parts, str(out)), str(out / "llc"))
-    mark_done(str(out / "llc"), {**done, "eval": result})
+    result = pipeline.evaluate_llc(parts, learner, str(out / "llc"), info)
+    if info["finished"]:
+        mark_done(str(out / "llc"), {**done, "eval": result})
     print(json.dumps(result, indent=1))
 
 
@@ -428,7 +458,7 @@ def export(
     from refine_dp_jax import pipeline
     from refine_dp_jax.policy_export import export_policy
 
-    cfg = _experiment(experiment, set)
+    cfg = experiment_config(experiment, set)
     print(export_policy(pipeline.build(cfg), str(out), policy or None))
 
 
@@ -450,7 +480,7 @@ def sim2sim(
 
     if episodes < 0:
         raise ConfigError(f"--episodes must be >= 0 (0: eval_episodes), got {episodes}")
-    cfg = _experiment(experiment, set)
+    cfg = experiment_config(experiment, set)
     record = run_sim2sim(pipeline.build(cfg), str(out), policy or None, episodes or None)
     print(results_markdown(record))
 

@@ -30,7 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from refine_dp_jax.checkpoint import load_artifact, mark_done, read_done, save_artifact
+from refine_dp_jax.checkpoint import (
+    complete_steps,
+    load_artifact,
+    mark_done,
+    read_done,
+    save_artifact,
+)
 from refine_dp_jax.config import (
     NONNEG,
     ONE_PLUS,
@@ -315,8 +321,11 @@ class PTState:
     key: jax.Array
 
 
-def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
-    """Stage 1: PPO on the LLC's tracking rewards with random commands."""
+def stage_llc(parts: Parts, out: str, stop_after: int | None = None,
+              minutes: float | None = None) -> dict:  # fmt: skip
+    """Stage 1: PPO on the LLC's tracking rewards with random commands. ``minutes``: train at
+    most this long (compile included), then checkpoint and return ``{"interrupted": True,
+    ...}`` as a kill would (a rerun resumes); the stage is done only once all iterations ran."""
     path = stage_dir(out, "llc")
     if (done := read_done(path, "final")) is not None:
         return done
@@ -342,35 +351,71 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None) -> dict:
             critic_stats=stored.critic_stats))  # fmt: skip
     keys = ["reward", "hand_err", "hand_rot_err", "terminations", "base_height", "vel_err",
             "entropy", "v_loss", "reward_curriculum", "nonfinite_resets", "lr",
-            "approx_kl"]  # fmt: skip
+            "approx_kl", "fall_rate", "episode_seconds", "foot_err_moving", "vel_err_moving",
+            "progress_ratio", "speed_scale"]  # fmt: skip
+    deadline = None if minutes is None else t0 + 60.0 * minutes
+    timing: dict = {}
     state, rows = run_loop(
         path, state, step, cfg.llc.iterations, cfg.ckpt_every, "stage 1: LLC PPO",
         plot_keys=keys, postfix_keys=("reward", "hand_err"), stop_after=stop_after,
+        deadline=deadline, timing=timing,
     )  # fmt: skip
-    if stop_after is not None and len(rows) >= stop_after:
-        return {"interrupted": True}
+    done_its = int(state.iteration)
+    if done_its < cfg.llc.iterations:  # stopped early (stop_after or the deadline)
+        return {"interrupted": True, "iterations_done": done_its,
+                "compile_s": timing.get("compile_s", 0.0)}  # fmt: skip
     save_artifact(os.path.join(path, "final"), {"llc": state.learner}, {"stage": "llc"})
     last = _tail_mean(os.path.join(path, "metrics.jsonl"), 5)
     env_steps = cfg.llc.iterations * cfg.llc.num_envs * cfg.llc.rollout_steps
-    record = {"final_metrics": last, "env_steps": env_steps}
+    record = {"final_metrics": last, "env_steps": env_steps,
+              "speed_scale": float(state.speed_scale)}  # fmt: skip
     if cfg.llc.eval_episodes > 0:
         record["eval"] = evaluate_llc(parts, state.learner, path)
     return finish(path, t0, record)
 
 
-def evaluate_llc(parts: Parts, learner, path: str | None = None) -> dict:
+def latest_llc(parts: Parts, out: str) -> tuple[Any, dict]:
+    """Stage 1's LLC in ``out``: its final artifact when the stage is done, else its newest
+    verified checkpoint (a run stopped by ``--minutes`` or a kill). Returns (learner, info:
+    ``finished``, ``iterations_done``, ``speed_scale`` reached when known); raises
+    ``ConfigError`` when the stage has neither."""
+    from refine_dp_jax.checkpoint import Checkpointer
+
+    path = stage_dir(out, "llc")
+    if (done := read_done(path, "final")) is not None:
+        info = {"finished": True, "iterations_done": parts.cfg.llc.iterations,
+                "speed_scale": done.get("speed_scale")}  # fmt: skip
+        return load_llc(parts, out), info
+    ckpt = os.path.join(path, "ckpt")
+    if not complete_steps(ckpt):
+        raise ConfigError(f"{path}: stage llc has neither finished nor a checkpoint (train it "
+                          "first: refine-dp train-llc)")  # fmt: skip
+    init, _, _ = make_llc_train(parts.env, parts.cfg.llc)
+    template = jax.jit(init)(stage_key(parts, "llc"))
+    step, state, _ = Checkpointer(ckpt).restore_latest(template)
+    llc = parts.cfg.llc
+    info = {"finished": False, "iterations_done": int(step),
+            "env_steps": int(step) * llc.num_envs * llc.rollout_steps,
+            "speed_scale": float(state.speed_scale)}  # fmt: skip
+    return state.learner, info
+
+
+def evaluate_llc(parts: Parts, learner, path: str | None = None, info: dict | None = None,
+                 variants: bool = True) -> dict:  # fmt: skip
     """The trained LLC (deterministic) on ``llc.eval_episodes`` randomized episodes of its own
     task (``train/llc_eval.py``), with the commands of its training (``llc``) and with hand
     targets that are reachable by construction (``llc_reachable``: forward kinematics of
     random arm joints only; humanoid envs, whose reach-box targets lie partly out of reach),
     and the zero residual (the arm prior and the default legs alone) on the latter
-    (``prior_only_reachable``). Written to ``path/eval.json`` when ``path`` is given."""
+    (``prior_only_reachable``). ``variants=False``: the first only (one compile). Written to
+    ``path/eval.json`` when ``path`` is given, with ``info`` (``latest_llc``'s: which
+    iteration was evaluated) under ``"llc_state"``."""
     from refine_dp_jax.train.llc_eval import make_llc_eval, summarize, zero_policy
 
     cfg, env, ppo = parts.cfg, parts.env, parts.llc_ppo
     act = lambda p, obs: ppo.act(p, obs, jax.random.PRNGKey(0), True)[0]  # noqa: E731
     runs = {"llc": (env, act, learner)}
-    if hasattr(env.cfg, "command_reach_prob"):
+    if variants and hasattr(env.cfg, "command_reach_prob"):
         reach_env = make_env(cfg.env, **{**dict(cfg.env_overrides), "command_reach_prob": 0.0})
         runs["llc_reachable"] = (reach_env, act, learner)
         runs["prior_only_reachable"] = (reach_env, zero_policy(reach_env), None)
@@ -382,7 +427,7 @@ def evaluate_llc(parts: Parts, learner, path: str | None = None) -> dict:
         out[name] = summarize(run(params, key), e.dt)
     if path is not None:
         with open(os.path.join(path, "eval.json"), "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump({**out, "llc_state": info} if info else out, f, indent=1)
     return out
 
 

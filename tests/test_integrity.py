@@ -223,9 +223,9 @@ def test_unusable_out_is_one_line(tmp_path, capsys, kind):
 
 
 def test_repeated_set_flags_are_all_applied():
-    cfg = cli._experiment(TINY, (("seed=3",), ("hold=3", "dppo.actor_lr=2e-4")))
+    cfg = cli.experiment_config(TINY, (("seed=3",), ("hold=3", "dppo.actor_lr=2e-4")))
     assert (cfg.seed, cfg.hold, cfg.dppo.actor_lr) == (3, 3, 2e-4)
-    cfg = cli._experiment(TINY, (("env_overrides.episode_seconds=9",),))
+    cfg = cli.experiment_config(TINY, (("env_overrides.episode_seconds=9",),))
     assert dict(cfg.env_overrides) == {"episode_seconds": 9}
 
 

@@ -644,11 +644,16 @@ class HumanoidEnv:
 
     def _metrics(self, f: Features, command, task: TaskState, foot_err, vel_err):
         pos_err, rot_err = self._hand_errors(f, command)
+        cmd_speed = jnp.linalg.norm(command[:2])
         return {
             "hand_err": jnp.mean(jnp.linalg.norm(pos_err, axis=1)),
             "hand_rot_err": jnp.mean(jnp.linalg.norm(rot_err, axis=1)),
             "foot_err": foot_err,
             "vel_err": vel_err,
+            # forward progress: commanded planar speed, and the base's speed along the
+            # commanded direction (body frame; 0 for a zero command)
+            "cmd_speed": cmd_speed,
+            "speed_along_cmd": jnp.dot(f.lin_vel_b[:2], command[:2]) / jnp.maximum(cmd_speed, 1e-6),
             "base_height": f.base_pos[2] - jnp.mean(f.sole_pos[:, 2]),
             "upright": -f.gravity[2],
             "goal_dist": jnp.linalg.norm(f.obj_pos - task.goal),

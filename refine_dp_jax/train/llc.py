@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
+from refine_dp_jax.config import NONNEG, ONE_PLUS, POSITIVE, UNIT, check_fields, within
 from refine_dp_jax.envs.base import Env, EnvState, command_limiter
 from refine_dp_jax.envs.wrappers import reset_where
 from refine_dp_jax.rl.gae import gae
@@ -48,6 +48,15 @@ class LLCConfig:
     # Humanoid LLCs: episodes of the LLC evaluation at the end of the stage (llc/eval.json,
     # train/llc_eval.py); 0: none.
     eval_episodes: int = 0
+    # Command curriculum on the base velocity (walking LLCs): the base-velocity entries of the
+    # random commands are scaled by a level that starts at ``speed_scale_start`` and grows by
+    # ``speed_scale_step`` after each iteration whose velocity tracking error, averaged over
+    # the steps with a moving command, is below ``speed_scale_max_err`` (m/s), up to 1 (the
+    # env's whole velocity range). 1.0: the whole range from the start. Logged as
+    # ``speed_scale``; the stored LLC records the level it reached.
+    speed_scale_start: float = 1.0
+    speed_scale_step: float = 0.05
+    speed_scale_max_err: float = 0.2
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self):
@@ -55,7 +64,9 @@ class LLCConfig:
                             "iterations": NONNEG, "command_hold_steps": ONE_PLUS,
                             "velocity_hold_steps": NONNEG,
                             "reward_curriculum_iterations": NONNEG,
-                            "eval_episodes": NONNEG})  # fmt: skip
+                            "eval_episodes": NONNEG,
+                            "speed_scale_start": within(0, 1, lo_open=True),
+                            "speed_scale_step": UNIT, "speed_scale_max_err": POSITIVE})  # fmt: skip
 
 
 class LLCTransition(NamedTuple):
@@ -83,6 +94,7 @@ class LLCTrainState:
     curriculum: jax.Array  # [] reset range scale
     iteration: jax.Array  # [] int32 PPO iterations done (drives the reward curriculum)
     key: jax.Array
+    speed_scale: jax.Array  # [] command curriculum level of the base velocity (LLCConfig)
 
 
 def reward_curriculum_level(cfg: LLCConfig, iteration) -> jax.Array:
@@ -108,21 +120,25 @@ def command_schedule(env: Env, num_envs: int, hold_steps: int, velocity_hold_ste
     ``velocity_hold_steps`` > 0; the command moves toward the target by at most the env's
     ``command_max_step`` per step (a jump where the env has none).
 
-    Returns ``next(keys (3,), state [B], target, timer, vtimer) -> (command, target, timer,
-    vtimer, new_target [B] bool)``; the keys draw the commands, the hold and the velocity
-    hold."""
+    Returns ``next(keys (3,), state [B], target, timer, vtimer, speed_scale=1) -> (command,
+    target, timer, vtimer, new_target [B] bool)``; the keys draw the commands, the hold and
+    the velocity hold; new base velocities are scaled by ``speed_scale`` (the command
+    curriculum, ``LLCConfig.speed_scale_start``)."""
     b = num_envs
-    nv = getattr(env, "velocity_command_size", 0) if velocity_hold_steps > 0 else 0
+    n_vel = getattr(env, "velocity_command_size", 0)
+    nv = n_vel if velocity_hold_steps > 0 else 0
     is_vel = jnp.arange(env.command_size) < nv  # [Dc] entries on the velocity timer
+    is_speed = jnp.arange(env.command_size) < n_vel  # [Dc] entries the curriculum scales
     limit = command_limiter(env, 1)  # one LLC step per command
     v_cmd = jax.vmap(env.sample_command)
 
     def draw(key, mean):
         return jax.random.randint(key, (b,), mean // 2, mean * 3 // 2 + 1)
 
-    def next_command(keys, s, target, timer, vtimer):
+    def next_command(keys, s, target, timer, vtimer, speed_scale=1.0):
         kc, kt, kv = keys
         fresh = v_cmd(jax.random.split(kc, b), s)
+        fresh = fresh * jnp.where(is_speed, speed_scale, 1.0)[None, :]
         new = timer <= 0
         new_v = vtimer <= 0 if nv else new
         new_entry = jnp.where(is_vel[None, :], new_v[:, None], new[:, None])  # [B, Dc]
@@ -133,6 +149,30 @@ def command_schedule(env: Env, num_envs: int, hold_steps: int, velocity_hold_ste
         return cmd, target, timer, vtimer, new
 
     return next_command
+
+
+def moving(command: jax.Array, threshold: float = 0.05) -> jax.Array:
+    """[B] 1.0 where the command's base velocity (its first 3 entries) is not ~zero."""
+    return (jnp.max(jnp.abs(command[..., :3]), axis=-1) > threshold).astype(jnp.float32)
+
+
+def walking_metrics(info: dict) -> dict:
+    """Walking diagnostics over the [T, B] steps with a moving command (envs whose metrics
+    carry ``vel_err``, ``cmd_speed`` and ``speed_along_cmd``; else empty): velocity tracking
+    error (m/s), footstep tracking error (m), and forward progress (speed along the commanded
+    direction over the commanded speed; 1 = on pace)."""
+    if not {"vel_err", "cmd_speed", "speed_along_cmd", "foot_err"} <= set(info):
+        return {}
+    m = info["moving"]
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    mean = lambda x: jnp.sum(x * m) / n  # noqa: E731
+    return {
+        "vel_err_moving": mean(info["vel_err"]),
+        "foot_err_moving": mean(info["foot_err"]),
+        "progress_ratio": jnp.sum(info["speed_along_cmd"] * m)
+        / jnp.maximum(jnp.sum(info["cmd_speed"] * m), 1e-6),
+        "moving_share": jnp.mean(m),
+    }
 
 
 def make_llc_ppo(env: Env, cfg: LLCConfig, num_samples: int | None = None) -> GaussianPPO:
@@ -194,6 +234,7 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
             curriculum=jnp.float32(1.0),
             iteration=jnp.zeros((), jnp.int32),
             key=k,
+            speed_scale=jnp.float32(cfg.speed_scale_start),
         )
 
     def rollout(state: LLCTrainState, key):
@@ -203,7 +244,8 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
             s, target, timer, vtimer = carry
             kc, kt, ka = jax.random.split(k, 3)
             keys = (kc, kt, jax.random.fold_in(kt, 1))
-            cmd, target, timer, vtimer, _ = next_command(keys, s, target, timer, vtimer)
+            cmd, target, timer, vtimer, _ = next_command(keys, s, target, timer, vtimer,
+                                                         state.speed_scale)  # fmt: skip
             s = v_level(v_with(s, cmd), level)
             a, logp = ppo.act(state.learner, s.obs, ka)
             nxt = v_step(s, a)
@@ -214,7 +256,13 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
                 next_value=ppo.value(state.learner, nxt.privileged_obs),
                 valid=jnp.ones_like(nxt.reward),
             )  # fmt: skip
-            info = {"nonfinite": nxt.nonfinite, "done": nxt.done, **nxt.metrics}
+            info = {
+                "nonfinite": nxt.nonfinite,
+                "done": nxt.done,
+                **nxt.metrics,
+                "moving": moving(s.command),
+                "ended_at": nxt.step_count * nxt.done,
+            }
             nxt = v_reset_where(nxt, nxt.done, state.curriculum)
             timer = jnp.where(tr.done > 0.5, 0, timer)
             vtimer = jnp.where(tr.done > 0.5, 0, vtimer)
@@ -231,17 +279,28 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
         key, k_roll, k_up = jax.random.split(state.key, 3)
         env_state, target, timer, vtimer, tr, info, level = rollout(state, k_roll)
         learner, metrics = llc_learn(ppo, state.learner, tr, cfg.ppo, k_up)
+        episodes = jnp.sum(info["done"])
+        walk = walking_metrics(info)
+        grow = walk.get("vel_err_moving", jnp.inf) < cfg.speed_scale_max_err
+        speed_scale = jnp.minimum(state.speed_scale + cfg.speed_scale_step * grow, 1.0)
         metrics = {
             **metrics,
             "reward": jnp.mean(tr.reward),
-            "episodes": jnp.sum(info["done"]),
+            "episodes": episodes,
             "nonfinite_resets": jnp.sum(info["nonfinite"]),
             "terminations": jnp.sum(tr.terminated) / b,  # per env: falls, failures, successes
+            # share of the episodes ended in this iteration that ended by a termination (for
+            # the robot-only LLC env, which has no success: falls and exploded states)
+            "fall_rate": jnp.sum(tr.terminated) / jnp.maximum(episodes, 1.0),
+            "episode_seconds": jnp.sum(info["ended_at"]) * env.dt / jnp.maximum(episodes, 1.0),
             "reward_curriculum": level,
-            **{k: jnp.mean(v) for k, v in info.items() if k not in ("done", "nonfinite")},
-        }
+            "speed_scale": state.speed_scale,
+            **walk,
+            **{k: jnp.mean(v) for k, v in info.items()
+               if k not in ("done", "nonfinite", "moving", "ended_at")},
+        }  # fmt: skip
         new = LLCTrainState(learner, env_state, target, timer, vtimer, state.curriculum,
-                            state.iteration + 1, key)  # fmt: skip
+                            state.iteration + 1, key, speed_scale)  # fmt: skip
         return new, metrics
 
     return init, train_step, ppo

@@ -12,7 +12,10 @@ hand poses moving toward it at the env's rates, grippers and base velocity switc
   the median over all steps (moving targets included);
 - gripper command followed: share of (step, hand) pairs, ``settle_seconds`` after a gripper
   change, whose finger opening is on the commanded side of half travel;
-- mean episode length, pelvis height.
+- mean episode length, pelvis height;
+- at the steps with a moving base-velocity command (walking LLCs): median footstep and
+  velocity tracking errors, and forward progress (speed along the commanded direction over
+  the commanded speed).
 Steps after a fall do not count.
 """
 
@@ -26,12 +29,14 @@ import numpy as np
 
 
 def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
-                  velocity_hold_steps: int = 0, settle_seconds: float = 0.5):  # fmt: skip
+                  velocity_hold_steps: int = 0, settle_seconds: float = 0.5,
+                  record_qpos: bool = False):  # fmt: skip
     """Returns ``run(params, key) -> dict of [T, B] arrays`` (jitted), where ``policy(params,
     obs [B, Do]) -> action [B, Da]`` (deterministic). ``params = None`` with ``policy =
     zero_policy(env)`` evaluates the arm prior alone (zero residual). Commands follow LLC
-    training's schedule (``train.llc.command_schedule``)."""
-    from refine_dp_jax.train.llc import command_schedule
+    training's schedule (``train.llc.command_schedule``). ``record_qpos``: also ``qpos``
+    [T, B, nq] (for a video, ``evaluate.render_video``)."""
+    from refine_dp_jax.train.llc import command_schedule, moving
 
     b, t_len = num_envs, env.episode_steps
     settle = int(round(settle_seconds / env.dt))
@@ -70,7 +75,11 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
                 hand_settled=(still >= settle).astype(jnp.float32),
                 grip_settled=(since_grip >= settle).astype(jnp.float32),
                 height=nxt.metrics["base_height"],
+                moving=moving(s.command),
+                **{k: nxt.metrics[k] for k in WALK_KEYS if k in nxt.metrics},
             )  # fmt: skip
+            if record_qpos:
+                out["qpos"] = nxt.data.qpos
             alive = alive * (1.0 - nxt.done)
             return (nxt, alive, target, timer, vtimer, still, since_grip), out
 
@@ -79,6 +88,10 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
         return outs
 
     return run
+
+
+# per-step walking metrics of the humanoid envs, summarized over steps with a moving command
+WALK_KEYS = ("foot_err", "vel_err", "cmd_speed", "speed_along_cmd")
 
 
 def zero_policy(env) -> Callable:
@@ -107,4 +120,21 @@ def summarize(outs: dict, dt: float) -> dict:
         "hand_rot_err_median_all_steps": float(np.median(o["e_rot"][alive])),
         "gripper_followed": float(o["grip_ok"][grip].mean()),
         "base_height_mean": float(o["height"][alive].mean()),
+        **_walking_summary(o, alive),
+    }
+
+
+def _walking_summary(o: dict, alive: np.ndarray) -> dict:
+    """Footstep and velocity tracking at the live steps with a moving command (a walking LLC's
+    measures); empty for envs without them or when no command moved."""
+    walk = alive & (o["moving"] > 0.5)
+    if not all(k in o for k in WALK_KEYS) or not walk.any():
+        return {}
+    return {
+        "moving_share": float(walk.sum() / alive.sum()),
+        "foot_err_moving_median": float(np.median(o["foot_err"][walk])),
+        "vel_err_moving_median": float(np.median(o["vel_err"][walk])),
+        "progress_ratio": float(
+            o["speed_along_cmd"][walk].sum() / max(o["cmd_speed"][walk].sum(), 1e-6)
+        ),
     }

@@ -8,18 +8,19 @@ back and commit what it made).
 
 Phases (one device call each if the machine limits a call's length; ``all`` runs both):
 
-- ``bench``: the device; vmapped ``mjx.step`` of the LLC scene (physics steps/s), the walking
-  LLC's PPO step (env steps/s) and the fused DPPO step on ``humanoid_table_lift``
-  (``--dppo-experiment``; LLC steps/s incl. denoising and the update) at each of
-  ``--bench-envs``, compile seconds apart: ``OUT/bench.jsonl``, one row per measurement, each
+- ``bench``: the device; vmapped ``mjx.step`` of the LLC scene (``--physics-env``; physics
+  steps/s) at the largest of ``--bench-envs`` and the fused DPPO step on
+  ``humanoid_table_lift`` (``--dppo-experiment``; LLC steps/s incl. denoising and the update)
+  at each of them, compile seconds apart: ``OUT/bench.jsonl``, one row per measurement, each
   naming the device (append them to ``benchmarks/results.jsonl`` when committing; the
   compass figure for the fused step is 200k humanoid env steps/s on one GPU).
 - ``train``: ``refine-dp train-llc`` of ``--experiment`` in ``OUT/run`` with ``--envs``
-  environments for at most ``--minutes`` (compile included), then the deterministic
-  evaluation of what was trained (fall rate, hand, footstep and velocity tracking, forward
-  progress; ``llc.eval_episodes``), the stored LLC (``OUT/export``: llc.npz + llc.json +
-  curves, loadable with ``--set llc_checkpoint=``), and a video of two episodes where
-  OpenGL rendering is available.
+  environments for at most ``--minutes`` (compile included; its LLC PPO throughput, env
+  steps/s of the training iterations themselves, goes to ``OUT/bench.jsonl``), then the
+  deterministic evaluation of what was trained (fall rate, hand, footstep and velocity
+  tracking, forward progress; ``llc.eval_episodes``), the stored LLC (``OUT/export``:
+  llc.npz + llc.json + curves, loadable with ``--set llc_checkpoint=``), and a video of two
+  episodes where OpenGL rendering is available.
 
 Safe on a device lent for 15 minutes in all: nothing is downloaded; the training budget is
 enforced by the trainer (it stops after the iteration that ends past it, with a checkpoint);
@@ -47,32 +48,23 @@ def device_info() -> dict:
             "device_count": jax.device_count(), "jax": jax.__version__}  # fmt: skip
 
 
-def _append(path: str, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _keep(out: str, row: dict) -> dict:
+    """Prints a throughput row (``benchmarks.common.append_result`` has written it to
+    ``out/bench.jsonl`` at once: a kill keeps the ones done)."""
+    keys = ("benchmark", "env", "batch", "steps_per_s", "compile_s", "device_kind")
+    print(json.dumps({k: row[k] for k in keys if k in row}))
+    return row
 
 
-def bench(out: str, walk_cfg, dppo_experiment: str, envs_list: list[int], reps: int) -> list:
-    """Throughput rows (``benchmarks.run``'s measurements), each appended to
-    ``out/bench.jsonl`` as soon as it is measured (a kill keeps the ones done)."""
+def bench(out: str, physics_env: str, dppo_experiment: str, envs_list: list[int],
+          reps: int) -> list:  # fmt: skip
+    """Throughput rows (``benchmarks.run``'s measurements)."""
     import experiments
     from benchmarks import run as b
 
-    path = os.path.join(out, "bench.jsonl")
-    rows = []
-
-    def keep(row: dict) -> None:
-        rows.append(row)
-        _append(path, row)
-        keys = ("benchmark", "env", "batch", "steps_per_s", "compile_s", "device_kind")
-        print(json.dumps({k: row[k] for k in keys if k in row}))
-
-    keep(b.physics_limit(walk_cfg.env, max(envs_list), steps=20, reps=reps))
-    for n in envs_list:
-        keep(b.llc_ppo(walk_cfg, n, reps))
+    rows = [_keep(out, b.physics_limit(physics_env, max(envs_list), steps=20, reps=reps))]
     dppo_cfg = experiments.get(dppo_experiment)
-    for n in envs_list:
-        keep(b.dppo_step(dppo_cfg, n, reps, None))
+    rows += [_keep(out, b.dppo_step(dppo_cfg, n, reps, None)) for n in envs_list]
     return rows
 
 
@@ -101,10 +93,21 @@ def train(out: str, cfg, command: str, minutes: float, video_episodes: int) -> d
 
     parts = pipeline.build(cfg)
     run_dir = os.path.join(out, "run")
+    os.makedirs(run_dir, exist_ok=True)
     pipeline.save_config(cfg, run_dir, {"command": command})
     t0 = time.time()
     record = pipeline.stage_llc(parts, run_dir, minutes=minutes)
     train_s = time.time() - t0
+    if record.get("seconds_per_iteration"):  # iterations ran in this call: their throughput
+        from benchmarks.common import append_result
+
+        llc = cfg.llc
+        row = append_result("llc_ppo", env=cfg.env, batch=llc.num_envs,
+                            steps_per_s=llc.num_envs * llc.rollout_steps
+                            / record["seconds_per_iteration"],
+                            compile_s=record["compile_s"], unroll_length=llc.rollout_steps,
+                            hidden=list(llc.ppo.actor_hidden), source="training run")  # fmt: skip
+        _keep(out, row)
     learner, info = pipeline.latest_llc(parts, run_dir)
     llc_dir = os.path.join(run_dir, "llc")
     ev = record.get("eval") or pipeline.evaluate_llc(parts, learner, llc_dir, info, variants=False)
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bench-envs", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--bench-reps", type=int, default=3)
     ap.add_argument("--dppo-experiment", default="humanoid_table_lift")
+    ap.add_argument("--physics-env", default="", help="physics benchmark env (default: the "
+                    "experiment's)")  # fmt: skip
     ap.add_argument("--video-episodes", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, key=value")
     a = ap.parse_args(argv)
@@ -152,6 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     setup_process()
     os.makedirs(a.out, exist_ok=True)
+    import benchmarks.common
+
+    # throughput rows go to the output folder (brought back and appended to the repository's
+    # benchmarks/results.jsonl when committed), not into this checkout
+    benchmarks.common.RESULTS = os.path.join(a.out, "bench.jsonl")
     dev = device_info()
     print("device:", json.dumps(dev))
     with open(os.path.join(a.out, "device.json"), "w") as f:
@@ -160,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = experiment_config(a.experiment, [sets])
     result = {"device": dev}
     if a.phase in ("all", "bench"):
-        result["bench"] = bench(a.out, cfg, a.dppo_experiment, a.bench_envs, a.bench_reps)
+        physics = a.physics_env or cfg.env
+        result["bench"] = bench(a.out, physics, a.dppo_experiment, a.bench_envs, a.bench_reps)
     if a.phase in ("all", "train"):
         command = " ".join(["python -m experiments.gpu_llc", *(argv or sys.argv[1:])])
         result["train"] = train(a.out, cfg, command, a.minutes, a.video_episodes)

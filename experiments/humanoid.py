@@ -112,7 +112,9 @@ WALK_ENV = (("command_stand_prob", 0.2), ("command_arm_spread", 1.0))
 def humanoid_llc_walk() -> ExperimentConfig:
     """Stage 1 only: the whole-body LLC walking where the footstep planner says while tracking
     hand poses and grippers, warm-started from the committed standing LLC (same networks and
-    interface; fresh optimizer; the reward curriculum restarts), with a command curriculum
+    interface; fresh optimizer; the reward curriculum restarts; the exploration noise
+    restarts at std 0.37, the standing LLC's ~0.13 being too small to find a step), with a
+    command curriculum
     on the base velocity (starts at 25 % of the range, +5 % after each iteration whose
     velocity error on moving commands is below 0.12 m/s: the paper's lin-velocity tracking
     kernel at ~0.8 of its maximum). CPU sizes (2 cores: ~12 s per iteration); a GPU run uses
@@ -122,6 +124,7 @@ def humanoid_llc_walk() -> ExperimentConfig:
         stand,
         env_overrides=WALK_ENV,
         llc_init=STAND_LLC,
+        llc_init_reset_noise=True,  # exploration restarts at init_log_std -1 (std 0.37)
         **{"llc.iterations": 450, "llc.command_hold_steps": 100,
            "llc.velocity_hold_steps": 150, "llc.reward_curriculum_iterations": 200,
            "llc.speed_scale_start": 0.25, "llc.speed_scale_step": 0.05,
@@ -150,6 +153,8 @@ def humanoid_llc_walk_tiny() -> ExperimentConfig:
     return replace(
         humanoid_llc_walk(),
         llc_init="",
+        llc_init_reset_noise=False,
+        env_overrides=(*WALK_ENV, ("episode_seconds", 2.0)),
         **{"llc.num_envs": 4, "llc.rollout_steps": 8, "llc.iterations": 3,
            "llc.reward_curriculum_iterations": 2, "llc.ppo.minibatches": 2, "llc.eval_episodes": 4,
            "llc.ppo.actor_hidden": (16,), "llc.ppo.critic_hidden": (16,),

@@ -98,7 +98,8 @@ def testbed_tiny() -> ExperimentConfig:
         ),  # fmt: skip
         pretrain=PretrainConfig(steps=4, batch_size=8, warmup_steps=1),
         dppo=DPPOConfig(epochs=1, minibatches=2),
-        finetune=FinetuneConfig(num_envs=4, decisions=2, iterations=2),
+        # 3 iterations: two of critic warm-up, then one that moves the actor
+        finetune=FinetuneConfig(num_envs=4, decisions=2, iterations=3),
         baseline=BaselineConfig(
             bc_steps=2,
             ppo=PPOConfig(

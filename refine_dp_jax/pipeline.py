@@ -143,6 +143,10 @@ class ExperimentConfig:
     # normalizer statistics start stage 1's PPO instead of random ones: training a stored LLC
     # further (fresh optimizer state; the reward curriculum restarts at iteration 0).
     llc_init: str = ""
+    # With ``llc_init``: restart the exploration noise at ``llc.ppo.init_log_std`` instead of
+    # the stored LLC's (a converged policy's noise is too small to find a new skill: the
+    # standing LLC's leg noise is ~0.03 rad, a step needs tenths of a radian).
+    llc_init_reset_noise: bool = False
 
     def __post_init__(self):
         from refine_dp_jax.envs import names as env_names
@@ -161,6 +165,10 @@ class ExperimentConfig:
             if not isinstance(getattr(self, name), str):
                 raise ConfigError.for_field(name, getattr(self, name),
                                             "must be a folder path (a string)")  # fmt: skip
+        _check(
+            self.llc_init or not self.llc_init_reset_noise,
+            "llc_init_reset_noise restarts the noise of a stored LLC: set llc_init too",
+        )
         _check(not (self.llc_checkpoint and self.llc_init),
                "llc_checkpoint (load a stored LLC, no training) and llc_init (train a stored "
                "LLC further) exclude each other: set one")  # fmt: skip
@@ -346,8 +354,11 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None,
         from refine_dp_jax.policy_store import load_llc as load_stored
 
         stored = load_stored(resolve_path(cfg.llc_init), parts)
+        params = stored.params
+        if cfg.llc_init_reset_noise:
+            params = params.replace(log_std=state.learner.params.log_std)  # init_log_std
         state = state.replace(learner=state.learner.replace(
-            params=stored.params, actor_stats=stored.actor_stats,
+            params=params, actor_stats=stored.actor_stats,
             critic_stats=stored.critic_stats))  # fmt: skip
     keys = ["reward", "hand_err", "hand_rot_err", "terminations", "base_height", "vel_err",
             "entropy", "v_loss", "reward_curriculum", "nonfinite_resets", "lr",
@@ -361,14 +372,16 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None,
         deadline=deadline, timing=timing,
     )  # fmt: skip
     done_its = int(state.iteration)
+    its = timing["iteration_s"]  # this call's iterations (none when resumed at the end)
+    speed = {"compile_s": timing.get("compile_s", 0.0),
+             "seconds_per_iteration": float(np.median(its)) if its else None}  # fmt: skip
     if done_its < cfg.llc.iterations:  # stopped early (stop_after or the deadline)
-        return {"interrupted": True, "iterations_done": done_its,
-                "compile_s": timing.get("compile_s", 0.0)}  # fmt: skip
+        return {"interrupted": True, "iterations_done": done_its, **speed}
     save_artifact(os.path.join(path, "final"), {"llc": state.learner}, {"stage": "llc"})
     last = _tail_mean(os.path.join(path, "metrics.jsonl"), 5)
     env_steps = cfg.llc.iterations * cfg.llc.num_envs * cfg.llc.rollout_steps
     record = {"final_metrics": last, "env_steps": env_steps,
-              "speed_scale": float(state.speed_scale)}  # fmt: skip
+              "speed_scale": float(state.speed_scale), **speed}  # fmt: skip
     if cfg.llc.eval_episodes > 0:
         record["eval"] = evaluate_llc(parts, state.learner, path)
     return finish(path, t0, record)

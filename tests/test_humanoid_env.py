@@ -409,3 +409,101 @@ def test_unknown_override_and_bad_values_are_clear_errors():
         envs.make("humanoid_door", no_such_field=1.0)
     with pytest.raises(ConfigError):
         envs.make("humanoid_door", vx_range=(1.0, -1.0))
+
+
+# -- the walking tasks' planners vs the walking LLC's trained commands -------------------------
+WALKING = ("humanoid_box_pickup", "humanoid_pick_place", "humanoid_door", "humanoid_platform")
+
+
+def test_walk_to_keeps_the_direction_inside_the_command_range():
+    """walk_to's planar velocity is shrunk as a whole into the range (vx -0.4..0.8, vy
+    +-0.4 m/s): close to the target it points at it (a per-axis clip turned a 0.5 m/s side-step
+    at 30 degrees into another direction), and every output is inside the range."""
+    from types import SimpleNamespace
+
+    from refine_dp_jax.envs.humanoid_config import HumanoidConfig
+    from refine_dp_jax.envs.humanoid_tasks import walk_to
+
+    c = HumanoidConfig()
+    rng = np.random.default_rng(0)
+    lo = np.array([c.vx_range[0], c.vy_range[0], c.yaw_rate_range[0]])
+    hi = np.array([c.vx_range[1], c.vy_range[1], c.yaw_rate_range[1]])
+    f = SimpleNamespace(base_pos=jnp.zeros(3), yaw=jnp.asarray(0.3))
+    fn = jax.jit(jax.vmap(lambda t, s: walk_to(f, t, 0.0, c, s)[0], in_axes=(0, None)))
+    targets = rng.uniform(-2.0, 2.0, (400, 2)).astype(np.float32)
+    for speed in (0.5, 0.4):
+        vel = np.asarray(fn(jnp.asarray(targets), speed))
+        assert np.all(vel >= lo - 1e-6) and np.all(vel <= hi + 1e-6)
+        near = np.linalg.norm(targets, axis=1) < 0.6
+        err_b = targets @ np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+        moving = near & (np.linalg.norm(vel[:, :2], axis=1) > 1e-6)
+        cos = np.sum(vel[moving, :2] * err_b[moving], axis=1) / (
+            np.linalg.norm(vel[moving, :2], axis=1) * np.linalg.norm(err_b[moving], axis=1)
+        )
+        assert moving.sum() > 20 and cos.min() > 1 - 1e-5, cos.min()
+
+
+def _walk_llc_velocity_range():
+    """(low, high) base velocity the walking LLC is trained on: its experiment's command range
+    times the command curriculum's level (the stored LLC's card once one is committed: the
+    level it reached; before, the experiment's target, the whole range)."""
+    import json
+    import os
+
+    import experiments
+    from refine_dp_jax import pipeline
+
+    cfg = experiments.get("humanoid_llc_walk")
+    env = envs.make(cfg.env, **dict(cfg.env_overrides))
+    card = os.path.join(pipeline.resolve_path(experiments.humanoid.WALK_LLC), "llc.json")
+    scale = 1.0
+    if os.path.exists(card):
+        scale = json.load(open(card)).get("speed_scale") or 1.0
+    return env, scale * np.asarray(env.command_low[:3]), scale * np.asarray(env.command_high[:3])
+
+
+@pytest.mark.parametrize("name", WALKING)
+def test_walking_planner_commands_what_the_walking_llc_is_trained_on(name):
+    """Each walking task's command range is the walking LLC's (the loader's interface check),
+    and its stage planner, from the robot's start ranges (near and far, facing the work place
+    or turned away), commands base velocities inside the LLC's trained range."""
+    from typing import NamedTuple
+
+    llc_env, lo, hi = _walk_llc_velocity_range()
+    env = envs.make(name)
+    np.testing.assert_array_equal(np.asarray(env.command_low), np.asarray(llc_env.command_low))
+    np.testing.assert_array_equal(np.asarray(env.command_high), np.asarray(llc_env.command_high))
+    c, t = env.cfg, env.task_spec
+
+    class PlannerState(NamedTuple):  # what the planners read of an EnvState
+        command: jax.Array
+        task: object
+
+    anchor = np.asarray(t.anchor(c))
+    datas, goals = [], []
+    for r in c.start_distance:
+        for theta in (-c.start_angle, 0.0, c.start_angle):
+            for turn in (0.0, c.start_heading, np.pi):
+                xy = anchor + r * np.array([np.cos(t.approach_yaw + np.pi + theta),
+                                            np.sin(t.approach_yaw + np.pi + theta)])  # fmt: skip
+                face = np.arctan2(*(anchor - xy)[::-1]) + turn
+                m, d = env.mj_model, mujoco.MjData(env.mj_model)
+                qpos, _ = env.standing_state()
+                qpos[:2], qpos[3:7] = xy, [np.cos(face / 2), 0, 0, np.sin(face / 2)]
+                qpos, goal = t.place(env, jax.random.PRNGKey(len(datas)), jnp.asarray(qpos))
+                d.qpos[:] = np.asarray(qpos)
+                mujoco.mj_forward(m, d)
+                datas.append(mjx.put_data(m, d))
+                goals.append(goal)
+    data = jax.tree.map(lambda *x: jnp.stack(x), *datas)
+
+    @jax.jit
+    @jax.vmap
+    def plan(d, goal):
+        f = env.features(d)
+        task = env.blank_task(goal=goal)
+        return env.task_spec.expert(env, PlannerState(jnp.zeros(env.command_size), task), f)
+
+    vel = np.asarray(plan(data, jnp.stack(goals)))[:, :3]
+    assert np.abs(vel).max() > 0.1  # the starts are away from the work place: it walks
+    assert np.all(vel >= lo - 1e-6) and np.all(vel <= hi + 1e-6), (vel.min(0), vel.max(0), lo, hi)

@@ -24,7 +24,14 @@ from refine_dp_jax.errors import ConfigError, CorruptArtifactError
 from refine_dp_jax.policy_store import load_llc, save_llc
 from refine_dp_jax.robots.humanoid import arm_fk
 from refine_dp_jax.robots.spatial import mat_to_rotvec, rot_error, rotvec_to_mat
-from refine_dp_jax.train.llc import LLCConfig, command_schedule, reward_curriculum_level
+from refine_dp_jax.train.llc import (
+    LLCConfig,
+    command_schedule,
+    moving,
+    next_speed_scale,
+    reward_curriculum_level,
+    walking_metrics,
+)
 
 
 def test_reward_curriculum_level_ramps_then_holds():
@@ -48,14 +55,15 @@ class _FakeEnv:
         return jax.random.uniform(key, (4,), minval=-1.0, maxval=1.0)
 
 
-def _schedule(velocity_hold, steps=400, b=64):
+def _schedule(velocity_hold, steps=400, b=64, speed_scale=1.0):
     env = _FakeEnv()
     nxt = jax.jit(command_schedule(env, b, 20, velocity_hold))
     s = _S(command=jnp.zeros((b, 4)))
     target, timer, vtimer = s.command, jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32)
     cmds = []
     for k in jax.random.split(jax.random.PRNGKey(0), steps):
-        cmd, target, timer, vtimer, _ = nxt(jax.random.split(k, 3), s, target, timer, vtimer)
+        cmd, target, timer, vtimer, _ = nxt(jax.random.split(k, 3), s, target, timer, vtimer,
+                                            speed_scale)  # fmt: skip
         s = _S(command=cmd)
         cmds.append(np.asarray(cmd))
     return np.stack(cmds)  # [T, B, 4]
@@ -72,6 +80,50 @@ def test_command_schedule_holds_velocity_and_rate_limits_hands():
     assert 1 <= vel_switches.mean() <= 5, vel_switches.mean()
     c_same = _schedule(velocity_hold=0)  # velocity redrawn with the hand targets (10-30 steps)
     assert np.abs(np.diff(c_same[..., 0], axis=0)).__gt__(1e-6).sum(0).mean() > 10
+
+
+def test_command_curriculum_scales_velocities_and_grows_on_tracking():
+    """speed_scale multiplies the drawn base velocities (the same draws: the schedule's keys do
+    not depend on it) and nothing else; the level grows by its step only after an iteration
+    whose velocity error on moving commands is under the bound, and stops at 1."""
+    full, quarter = _schedule(150, steps=60), _schedule(150, steps=60, speed_scale=0.25)
+    np.testing.assert_allclose(quarter[..., :3], 0.25 * full[..., :3], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(quarter[..., 3], full[..., 3])
+    cfg = LLCConfig(speed_scale_start=0.25, speed_scale_step=0.1, speed_scale_max_err=0.12)
+    step = lambda s, err: float(next_speed_scale(cfg, s, {"vel_err_moving": jnp.asarray(err)}))
+    assert step(0.25, 0.05) == pytest.approx(0.35) and step(0.25, 0.2) == 0.25
+    assert step(0.95, 0.0) == 1.0 and step(0.5, 0.0) == pytest.approx(0.6)
+    assert float(next_speed_scale(cfg, 0.25, {})) == 0.25  # an env without walking metrics
+
+
+def test_walking_metrics_match_a_plain_loop():
+    """Velocity and footstep errors averaged over the steps with a moving command, and forward
+    progress = sum of the speed along the command / sum of the commanded speed (NumPy loop)."""
+    rng = np.random.default_rng(0)
+    t, b = 6, 5
+    info = {k: rng.uniform(0.0, 1.0, (t, b)).astype(np.float32)
+            for k in ("vel_err", "foot_err", "cmd_speed", "speed_along_cmd")}  # fmt: skip
+    cmd = rng.uniform(-0.1, 0.1, (t, b, 3)) * (rng.uniform(size=(t, b, 1)) < 0.5)
+    info["moving"] = np.asarray(moving(jnp.asarray(cmd)))
+    got = {
+        k: float(v)
+        for k, v in walking_metrics({k: jnp.asarray(v) for k, v in info.items()}).items()
+    }
+    err = {"vel_err": [], "foot_err": []}
+    along = speed = 0.0
+    for i in range(t):
+        for j in range(b):
+            if np.abs(cmd[i, j]).max() > 0.05:
+                err["vel_err"].append(info["vel_err"][i, j])
+                err["foot_err"].append(info["foot_err"][i, j])
+                along += info["speed_along_cmd"][i, j]
+                speed += info["cmd_speed"][i, j]
+    assert 0 < len(err["vel_err"]) < t * b
+    assert got["vel_err_moving"] == pytest.approx(np.mean(err["vel_err"]), rel=1e-5)
+    assert got["foot_err_moving"] == pytest.approx(np.mean(err["foot_err"]), rel=1e-5)
+    assert got["progress_ratio"] == pytest.approx(along / speed, rel=1e-5)
+    assert got["moving_share"] == pytest.approx(len(err["vel_err"]) / (t * b))
+    assert walking_metrics({"vel_err": info["vel_err"]}) == {}  # envs without them: nothing
 
 
 def test_ik_orientation_error_has_no_half_turn_trap():

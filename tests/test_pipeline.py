@@ -68,6 +68,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.tiny_run_late
 @pytest.mark.parametrize("stage", ["llc", "finetune_joint"])
 def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg, tmp_path):
     """Stop a stage after one iteration (as a kill would, after its checkpoint), rerun the same
@@ -88,7 +89,7 @@ def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg,
     else:
         run = lambda **kw: pipeline.stage_finetune(tiny_parts, resumed, joint=True, **kw)
         get = lambda d: pipeline.load_finetuned(tiny_parts, d, "finetune_joint")
-    assert run(stop_after=1) == {"interrupted": True}
+    assert run(stop_after=1)["interrupted"] is True
     assert not os.path.exists(os.path.join(resumed, stage, "done.json"))
     run()
     a, b = _leaves(get(out)), _leaves(get(resumed))
@@ -275,6 +276,7 @@ def test_key_frames_are_evenly_spaced_and_halved():
     assert key_frames(frames[:2], count=6).shape == (2, 6, 3)  # fewer frames than cells
 
 
+@pytest.mark.tiny_run_late
 def test_sim2sim_runs_the_exported_policy_in_mujoco(tiny_run, tiny_parts, tmp_path):
     """refine-dp sim2sim on the tiny run: the exported artifacts in MJX give the episodes of
     the policy as trained (same initial states; the artifacts agree to ~1e-5, which may move a

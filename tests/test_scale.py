@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from refine_dp_jax import pipeline
-from refine_dp_jax.config import ConfigError, replace
+from refine_dp_jax.config import ConfigError
 from refine_dp_jax.sweep import member_config, run_sweep, sweep_members
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,34 +81,36 @@ def test_sweep_groups_members_by_grid_point_across_seeds():
     assert one[0]["values"] == {} and one[0]["std"] == 0.0 and one[0]["mean"] == 0.25
 
 
+@pytest.mark.tiny_run_late
 def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
     """Two members (one seed, two actor learning rates) of a DP-only sweep: each is the single
-    run with its values. DP-only, so that the vmapped program is the small one; the joint step
-    differs from it only by the LLC update, which the resume test of finetune_joint covers."""
+    run with its values. Member 0 has the tiny config's own values (seed 0, actor_lr 1e-4), so
+    its single run is the tiny pipeline's finetune_dp stage (3 iterations: two of critic
+    warm-up, then the actor moves); member 1 (actor_lr 1e-3) must differ from it. DP-only, so
+    that the vmapped program is the small one; the joint step differs from it only by the LLC
+    update, which the resume test of finetune_joint covers."""
     out, _ = tiny_run
-    # Three iterations: the first two are critic warm-up (the actor moves from the third on).
-    tiny_cfg = replace(tiny_cfg, **{"finetune.iterations": 3})
-    sweep_dir, single_dir = str(tmp_path / "sweep"), str(tmp_path / "single")
-    for d in (sweep_dir, single_dir):
-        for stage in ("llc", "demos", "dp"):
-            shutil.copytree(os.path.join(out, stage), os.path.join(d, stage))
-    grid = {"actor_lr": [1e-4, 1e-3], "sample_std_floor": [0.1]}
-    result = run_sweep(tiny_cfg, sweep_dir, [1], grid, joint=False)
+    assert tiny_cfg.finetune.iterations == 3 and tiny_cfg.dppo.critic_warmup_iters == 2
+    sweep_dir = str(tmp_path / "sweep")
+    for stage in ("llc", "demos", "dp"):
+        shutil.copytree(os.path.join(out, stage), os.path.join(sweep_dir, stage))
+    grid = {"actor_lr": [tiny_cfg.dppo.actor_lr, 1e-3], "sample_std_floor": [0.1]}
+    seed = tiny_cfg.seed
+    result = run_sweep(tiny_cfg, sweep_dir, [seed], grid, joint=False)
     assert len(result["members"]) == 2
     for name in ("results.json", "results.md", "success.png"):
         assert os.path.exists(os.path.join(sweep_dir, "sweep", name)), name
-    assert [g["values"]["actor_lr"] for g in result["grid_points"]] == [1e-4, 1e-3]
+    assert [g["values"]["actor_lr"] for g in result["grid_points"]] == grid["actor_lr"]
     evals = [m["eval_success_rate"] for m in result["members"]]
     assert all(0.0 <= x <= 1.0 for x in evals + [result["pretrained_eval_success_rate"]])
     assert [g["eval_success_rate"] for g in result["grid_points"]] == [[x] for x in evals]
-    seed, values = 1, {"actor_lr": 1e-3, "sample_std_floor": 0.1}
-    m = [i for i, (s, v) in enumerate(sweep_members([1], grid)) if (s, v) == (seed, values)][0]
-    assert m == 1
-    cfg_m = member_config(tiny_cfg, seed, values)
-    pipeline.stage_finetune(pipeline.build(cfg_m), single_dir, joint=False)
-    single = pipeline.load_finetuned(pipeline.build(cfg_m), single_dir, "finetune_dp")
+    values = {"actor_lr": tiny_cfg.dppo.actor_lr, "sample_std_floor": 0.1}
+    assert member_config(tiny_cfg, seed, values) == tiny_cfg  # member 0's single run: the stage
+    m = [i for i, (s, v) in enumerate(sweep_members([seed], grid)) if (s, v) == (seed, values)][0]
+    assert m == 0
+    single = pipeline.load_finetuned(pipeline.build(tiny_cfg), out, "finetune_dp")
     swept = jax.tree.map(lambda x: x[m], result["state"])
-    other = jax.tree.map(lambda x: x[m - 1], result["state"])  # same seed, other actor_lr
+    other = jax.tree.map(lambda x: x[1], result["state"])  # same seed, other actor_lr
     a = jax.tree.leaves(single["planner"].actor)
     b = jax.tree.leaves(swept.planner.actor)
     c = jax.tree.leaves(other.planner.actor)

@@ -89,11 +89,14 @@ def walk_to(f: Features, target_xy: jax.Array, target_yaw: jax.Array | float,
     v = 1.5 * err_b
     v = v * jnp.minimum(1.0, speed / jnp.maximum(jnp.linalg.norm(v), 1e-6))
     v = v * jnp.where(far, jnp.clip(1.0 - jnp.abs(bearing) / 0.8, 0.0, 1.0), 1.0)
-    wz = jnp.clip(2.0 * yaw_err, *cfg.yaw_rate_range)
-    vel = jnp.concatenate([v, wz[None]])
+    # into the command range by shrinking the planar velocity as a whole (a per-axis clip
+    # would turn a side-step of 0.5 m/s at 30 degrees into a different direction)
     lo = jnp.array([cfg.vx_range[0], cfg.vy_range[0], cfg.yaw_rate_range[0]])
     hi = jnp.array([cfg.vx_range[1], cfg.vy_range[1], cfg.yaw_rate_range[1]])
-    vel = jnp.clip(vel, lo, hi)
+    bound = jnp.where(v >= 0.0, hi[:2], -lo[:2])  # [2] room on the side each entry points to
+    v = v * jnp.minimum(1.0, jnp.min(bound / jnp.maximum(jnp.abs(v), 1e-9)))
+    wz = jnp.clip(2.0 * yaw_err, *cfg.yaw_rate_range)
+    vel = jnp.clip(jnp.concatenate([v, wz[None]]), lo, hi)
     settled = (dist < 0.04) & (jnp.abs(wrap_angle(target_yaw - f.yaw)) < 0.08)
     return jnp.where(settled, 0.0, vel), dist
 

@@ -175,6 +175,15 @@ def walking_metrics(info: dict) -> dict:
     }
 
 
+def next_speed_scale(cfg: LLCConfig, scale, walk: dict) -> jax.Array:
+    """The command curriculum's next level: ``scale`` + ``speed_scale_step`` when this
+    iteration's velocity error on moving commands (``walk["vel_err_moving"]``, from
+    ``walking_metrics``) is below ``speed_scale_max_err``, capped at 1; unchanged for envs
+    without walking metrics."""
+    grow = walk.get("vel_err_moving", jnp.inf) < cfg.speed_scale_max_err
+    return jnp.minimum(scale + cfg.speed_scale_step * grow, 1.0)
+
+
 def make_llc_ppo(env: Env, cfg: LLCConfig, num_samples: int | None = None) -> GaussianPPO:
     return make_gaussian_ppo(
         cfg.ppo, env.observation_size, env.privileged_observation_size, env.action_size,
@@ -281,8 +290,7 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
         learner, metrics = llc_learn(ppo, state.learner, tr, cfg.ppo, k_up)
         episodes = jnp.sum(info["done"])
         walk = walking_metrics(info)
-        grow = walk.get("vel_err_moving", jnp.inf) < cfg.speed_scale_max_err
-        speed_scale = jnp.minimum(state.speed_scale + cfg.speed_scale_step * grow, 1.0)
+        speed_scale = next_speed_scale(cfg, state.speed_scale, walk)
         metrics = {
             **metrics,
             "reward": jnp.mean(tr.reward),

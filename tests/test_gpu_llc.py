@@ -69,3 +69,26 @@ def test_gpu_llc_script_benches_trains_to_its_budget_evaluates_and_exports(tmp_p
     assert card["finished"] is False and card["iterations_done"] == 1
     assert card["speed_scale"] == train["speed_scale"] > 0
     assert "video" in json.load(open(os.path.join(out, "summary.json")))
+
+
+def test_llc_curves_compare_the_first_and_last_tenth(tmp_path):
+    """experiments/llc_curves.py: falls per robot-minute from terminations per env and
+    iteration, first and last 10 % means, the markdown table and the figure."""
+    from experiments import llc_curves
+
+    rows = [{"iteration": i, "terminations": 0.1 if i < 10 else 0.05, "foot_err_moving": 0.03,
+             "reward": float(i)} for i in range(100)]  # fmt: skip
+    llc = tmp_path / "run" / "llc"
+    llc.mkdir(parents=True)
+    (llc / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"config": {"env": "humanoid_llc", "env_overrides": [], "llc": {"rollout_steps": 30}}}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+    s = llc_curves.main([str(llc), "--out", str(tmp_path / "out")])
+    assert s["window"] == 10 and s["iterations"] == 100
+    minutes = 30 * 0.02 / 60  # 30 LLC steps of 20 ms per iteration
+    assert s["falls_per_min"]["first"] == pytest.approx(0.1 / minutes)
+    assert s["falls_per_min"]["last"] == pytest.approx(0.05 / minutes)
+    assert s["reward"] == {"first": pytest.approx(4.5), "last": pytest.approx(94.5)}
+    md = (tmp_path / "out" / "first_last.md").read_text()
+    assert "| falls per robot-minute | 10 | 5 | -50 % |" in md
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000

@@ -1,0 +1,119 @@
+"""Learning curves of a walking LLC run: falls, episode length, footstep and velocity
+tracking, forward progress and the command curriculum's level against the iteration, and
+the first 10 % of the run against the last 10 %.
+
+    python -m experiments.llc_curves RUN/llc --out docs/results/walking
+
+Writes ``curves.png``, ``first_last.json`` and ``first_last.md`` into ``--out`` and copies
+``metrics.jsonl`` there. Falls are counted per robot-minute (terminations per environment and
+iteration over the iteration's simulated time): per-episode rates are biased early in a run,
+when every environment starts at once and only falls can end an episode before the time
+limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+
+# (metric, label): what the README compares
+MEASURES = (
+    ("falls_per_min", "falls per robot-minute"),
+    ("episode_seconds", "mean length of the episodes ended (s)"),
+    ("foot_err_moving", "footstep error, moving commands (m)"),
+    ("vel_err_moving", "velocity error, moving commands (m/s)"),
+    ("progress_ratio", "forward progress (speed along command / commanded)"),
+    ("speed_scale", "command curriculum level (x velocity range)"),
+    ("hand_err", "hand position error (m)"),
+    ("reward", "LLC reward per step"),
+)
+
+
+def load(llc_dir: str, dt: float, rollout_steps: int) -> list[dict]:
+    """metrics.jsonl rows with ``falls_per_min`` added (terminations per env per iteration /
+    the iteration's minutes of simulated time per environment)."""
+    rows = [json.loads(line) for line in open(os.path.join(llc_dir, "metrics.jsonl"))]
+    minutes = rollout_steps * dt / 60.0
+    for r in rows:
+        r["falls_per_min"] = r["terminations"] / minutes
+    return rows
+
+
+def first_last(rows: list[dict], share: float = 0.1) -> dict:
+    n = max(1, int(round(share * len(rows))))
+    out = {"iterations": len(rows), "window": n}
+    for key, _ in MEASURES:
+        vals = np.array([r[key] for r in rows if key in r], float)
+        if len(vals):
+            out[key] = {"first": float(vals[:n].mean()), "last": float(vals[-n:].mean())}
+    return out
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from refine_dp_jax.logs import save_figure
+
+    keys = [m for m in MEASURES if any(m[0] in r for r in rows)]
+    cols = 4
+    fig, axes = plt.subplots(-(-len(keys) // cols), cols, figsize=(4 * cols, 5.6), squeeze=False)
+    it = np.array([r["iteration"] for r in rows])
+    for ax, (key, label) in zip(axes.ravel(), keys, strict=False):
+        y = np.array([r.get(key, np.nan) for r in rows], float)
+        ax.plot(it, y, lw=0.6, alpha=0.5)
+        k = max(1, len(y) // 25)  # a moving mean over ~4 % of the run
+        ax.plot(it[k - 1 :], np.convolve(y, np.ones(k) / k, "valid"), lw=1.6)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("PPO iteration", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def markdown(summary: dict) -> str:
+    head = f"First and last {summary['window']} of {summary['iterations']} iterations (means):"
+    lines = [head, "", "| measure | first 10 % | last 10 % | change |", "| --- | --- | --- | --- |"]
+    for key, label in MEASURES:
+        if key in summary:
+            a, b = summary[key]["first"], summary[key]["last"]
+            change = f"{100 * (b - a) / abs(a):+.0f} %" if abs(a) > 1e-9 else "n/a"
+            lines.append(f"| {label} | {a:.4g} | {b:.4g} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("llc_dir", help="a run's stage folder, RUN/llc")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--title", default="walking LLC")
+    a = ap.parse_args(argv)
+    cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(a.llc_dir)), "config.json")))
+    c = cfg["config"]
+    env = dict(c.get("env_overrides") or [])
+    from refine_dp_jax import envs
+
+    dt = envs.make(c["env"], **env).dt
+    rows = load(a.llc_dir, dt, c["llc"]["rollout_steps"])
+    os.makedirs(a.out, exist_ok=True)
+    summary = first_last(rows)
+    plot(rows, os.path.join(a.out, "curves.png"), a.title)
+    with open(os.path.join(a.out, "first_last.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(a.out, "first_last.md"), "w") as f:
+        f.write(markdown(summary))
+    shutil.copy(os.path.join(a.llc_dir, "metrics.jsonl"), os.path.join(a.out, "metrics.jsonl"))
+    print(markdown(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,13 @@ robot-only scene ``humanoid_llc``, standing (zero base velocity), tracking rando
 and gripper states held 1-3 s, under the paper's domain randomization (payloads, pushes,
 floor friction, random arm configurations at reset), reward curriculum over the first
 ``llc.reward_curriculum_iterations`` iterations. Sized for about 2 hours on 2 CPU cores.
+
+``humanoid_llc_walk`` (CPU sizes) / ``humanoid_llc_walk_gpu`` (4096 envs; run by
+``experiments/gpu_llc.py``, ``make gpu-llc``): stage 1 only, the walking LLC: random base
+velocities over the whole command range go through the footstep planner into the LLC's
+footstep command, hands and grippers as the standing LLC's, warm-started from it with its
+exploration noise restarted, a command curriculum on the base velocity
+(``LLCConfig.speed_scale_*``). ``humanoid_llc_walk_tiny``: toy sizes from scratch (tests).
 """
 
 from __future__ import annotations

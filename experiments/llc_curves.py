@@ -54,29 +54,10 @@ def first_last(rows: list[dict], share: float = 0.1) -> dict:
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
-    import matplotlib
+    from refine_dp_jax.logs import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from refine_dp_jax.logs import save_figure
-
-    keys = [m for m in MEASURES if any(m[0] in r for r in rows)]
-    cols = 4
-    fig, axes = plt.subplots(-(-len(keys) // cols), cols, figsize=(4 * cols, 5.6), squeeze=False)
-    it = np.array([r["iteration"] for r in rows])
-    for ax, (key, label) in zip(axes.ravel(), keys, strict=False):
-        y = np.array([r.get(key, np.nan) for r in rows], float)
-        ax.plot(it, y, lw=0.6, alpha=0.5)
-        k = max(1, len(y) // 25)  # a moving mean over ~4 % of the run
-        ax.plot(it[k - 1 :], np.convolve(y, np.ones(k) / k, "valid"), lw=1.6)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("PPO iteration", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(keys) :]:
-        ax.axis("off")
-    fig.suptitle(title)
-    save_figure(fig, path)
+    plot_curves(rows, [k for k, _ in MEASURES], path, title, labels=dict(MEASURES), columns=4,
+                smooth=True)  # fmt: skip
 
 
 def markdown(summary: dict) -> str:

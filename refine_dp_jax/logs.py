@@ -99,8 +99,11 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(rows: list[dict], keys: list[str] | None, path: str, title: str = "") -> None:
-    """One panel per metric against the iteration."""
+def plot_curves(rows: list[dict], keys: list[str] | None, path: str, title: str = "",
+                labels: dict[str, str] | None = None, columns: int = 3,
+                smooth: bool = False) -> None:  # fmt: skip
+    """One panel per metric against the iteration (titled by ``labels`` where given);
+    ``smooth``: the raw curve faint, with a moving mean over ~4 % of the run on top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,13 +113,17 @@ def plot_curves(rows: list[dict], keys: list[str] | None, path: str, title: str 
     keys = [k for k in keys if any(k in r for r in rows)]
     if not keys:
         return
-    cols = min(3, len(keys))
+    cols = min(columns, len(keys))
     nrows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
     for ax, k in zip(axes.ravel(), keys, strict=False):
-        it = [r["iteration"] for r in rows if k in r]
-        ax.plot(it, [r[k] for r in rows if k in r])
-        ax.set_title(k, fontsize=9)
+        it = np.array([r["iteration"] for r in rows if k in r])
+        y = np.array([r[k] for r in rows if k in r], float)
+        ax.plot(it, y, **({"lw": 0.6, "alpha": 0.5} if smooth else {}))
+        if smooth and len(y) >= 25:
+            n = len(y) // 25
+            ax.plot(it[n - 1 :], np.convolve(y, np.ones(n) / n, "valid"), lw=1.6)
+        ax.set_title((labels or {}).get(k, k), fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(keys) :]:

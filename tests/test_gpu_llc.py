@@ -2,7 +2,7 @@
 throughput rows name the device, the training stops at its wall budget with a checkpoint,
 what was trained is evaluated on the walking measures and stored as a loadable LLC.
 
-``make test`` runs the bench phase (testbed physics and fused step: cheap compiles); the
+``make test`` runs the bench phase (point_reach physics and fused step: cheap compiles); the
 training phase compiles the humanoid's LLC PPO step and evaluation (~5 CPU-minutes) and runs
 in ``make test-all`` (marked slow)."""
 
@@ -23,8 +23,8 @@ def test_gpu_llc_bench_phase_writes_rows_that_name_the_device(tmp_path):
     with pytest.raises(ConfigError, match="--minutes"):
         gpu_llc.main(["--out", out, "--minutes", "0"])
     args = ["--out", out, "--phase", "bench", "--experiment", "humanoid_llc_walk_tiny",
-            "--bench-envs", "4", "--bench-reps", "1", "--dppo-experiment", "testbed_tiny",
-            "--physics-env", "testbed_pick_place"]  # fmt: skip
+            "--bench-envs", "4", "--bench-reps", "1", "--dppo-experiment", "point_reach_tiny",
+            "--physics-env", "point_reach"]  # fmt: skip
     result = gpu_llc.main(args)
     rows = [json.loads(line) for line in open(os.path.join(out, "bench.jsonl"))]
     assert rows == json.loads(json.dumps(result["bench"]))

@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHARDED_SCRIPT = r"""
 import os, sys, tempfile
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+flags = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = flags + " --xla_force_host_platform_device_count=4"
 os.environ["REFINE_DP_JAX_NO_BAR"] = "1"
 import jax, numpy as np
 import experiments
@@ -44,8 +45,7 @@ print("MAXERR", err)
 
 def test_sharded_run_matches_single_device():
     """4 forced host devices: environments split over a mesh vs all on one device, same batch."""
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")  # conftest's XLA_FLAGS
     res = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -84,33 +84,32 @@ def test_sweep_groups_members_by_grid_point_across_seeds():
 @pytest.mark.tiny_run_late
 def test_sweep_member_equals_single_run(tiny_run, tiny_cfg, tmp_path):
     """Two members (one seed, two actor learning rates) of a DP-only sweep: each is the single
-    run with its values. Member 0 has the tiny config's own values (seed 0, actor_lr 1e-4), so
-    its single run is the tiny pipeline's finetune_dp stage (3 iterations: two of critic
-    warm-up, then the actor moves); member 1 (actor_lr 1e-3) must differ from it. DP-only, so
-    that the vmapped program is the small one; the joint step differs from it only by the LLC
-    update, which the resume test of finetune_joint covers."""
+    run with its values. DP-only, so that the vmapped program is the small one; the joint step
+    differs from it only by the LLC update, which the resume test of finetune_joint covers."""
     out, _ = tiny_run
+    # Three iterations (testbed_tiny's): two of critic warm-up, then the actor moves.
     assert tiny_cfg.finetune.iterations == 3 and tiny_cfg.dppo.critic_warmup_iters == 2
-    sweep_dir = str(tmp_path / "sweep")
-    for stage in ("llc", "demos", "dp"):
-        shutil.copytree(os.path.join(out, stage), os.path.join(sweep_dir, stage))
-    grid = {"actor_lr": [tiny_cfg.dppo.actor_lr, 1e-3], "sample_std_floor": [0.1]}
-    seed = tiny_cfg.seed
-    result = run_sweep(tiny_cfg, sweep_dir, [seed], grid, joint=False)
+    sweep_dir, single_dir = str(tmp_path / "sweep"), str(tmp_path / "single")
+    for d in (sweep_dir, single_dir):
+        for stage in ("llc", "demos", "dp"):
+            shutil.copytree(os.path.join(out, stage), os.path.join(d, stage))
+    grid = {"actor_lr": [1e-4, 1e-3], "sample_std_floor": [0.1]}
+    result = run_sweep(tiny_cfg, sweep_dir, [1], grid, joint=False)
     assert len(result["members"]) == 2
     for name in ("results.json", "results.md", "success.png"):
         assert os.path.exists(os.path.join(sweep_dir, "sweep", name)), name
-    assert [g["values"]["actor_lr"] for g in result["grid_points"]] == grid["actor_lr"]
+    assert [g["values"]["actor_lr"] for g in result["grid_points"]] == [1e-4, 1e-3]
     evals = [m["eval_success_rate"] for m in result["members"]]
     assert all(0.0 <= x <= 1.0 for x in evals + [result["pretrained_eval_success_rate"]])
     assert [g["eval_success_rate"] for g in result["grid_points"]] == [[x] for x in evals]
-    values = {"actor_lr": tiny_cfg.dppo.actor_lr, "sample_std_floor": 0.1}
-    assert member_config(tiny_cfg, seed, values) == tiny_cfg  # member 0's single run: the stage
-    m = [i for i, (s, v) in enumerate(sweep_members([seed], grid)) if (s, v) == (seed, values)][0]
-    assert m == 0
-    single = pipeline.load_finetuned(pipeline.build(tiny_cfg), out, "finetune_dp")
+    seed, values = 1, {"actor_lr": 1e-3, "sample_std_floor": 0.1}
+    m = [i for i, (s, v) in enumerate(sweep_members([1], grid)) if (s, v) == (seed, values)][0]
+    assert m == 1
+    cfg_m = member_config(tiny_cfg, seed, values)
+    pipeline.stage_finetune(pipeline.build(cfg_m), single_dir, joint=False)
+    single = pipeline.load_finetuned(pipeline.build(cfg_m), single_dir, "finetune_dp")
     swept = jax.tree.map(lambda x: x[m], result["state"])
-    other = jax.tree.map(lambda x: x[1], result["state"])  # same seed, other actor_lr
+    other = jax.tree.map(lambda x: x[m - 1], result["state"])  # same seed, other actor_lr
     a = jax.tree.leaves(single["planner"].actor)
     b = jax.tree.leaves(swept.planner.actor)
     c = jax.tree.leaves(other.planner.actor)
@@ -139,8 +138,7 @@ def test_two_processes_train_together_with_identical_parameters(tmp_path):
     """jax.distributed over 127.0.0.1 (gloo CPU collectives): two processes, one mesh, two
     LLC PPO iterations; both end with the same parameters."""
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")  # conftest's XLA_FLAGS
     script = os.path.join(ROOT, "tests", "scripts", "multihost_worker.py")
     procs = [
         subprocess.Popen([sys.executable, script, str(i), str(port), str(tmp_path)], env=env,

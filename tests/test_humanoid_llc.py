@@ -136,10 +136,37 @@ def test_ik_orientation_error_has_no_half_turn_trap():
     lo, hi = env._lo[12:19], env._hi[12:19]  # left arm joint ranges
     q0 = jnp.clip(q_true.at[4].add(3.0), lo, hi)  # wrist roll at its limit: 1.8 rad away
     pos, rot = arm_fk(env.params, "left", jnp.zeros(()), q_true)
-    q = jax.jit(lambda a: env.arm_ik(0, a, pos, rot, iters=12))(q0)
+    q = jax.jit(lambda a: env.arm_ik(0, a, pos, rot, iters=40))(q0)  # steps of <= 0.1 rad
     p2, r2 = arm_fk(env.params, "left", jnp.zeros(()), q)
     assert float(jnp.linalg.norm(p2 - pos)) < 5e-3
     assert float(jnp.linalg.norm(mat_to_rotvec(r2 @ rot.T))) < 2e-2
+
+
+def test_ik_moves_the_arm_by_bounded_steps():
+    """Hand targets the arm cannot reach in one command (0.3 m away, turned by up to 2.5 rad):
+    one call of the env's IK (6 iterations) moves no joint by more than 6 x ik_max_step.
+    With the settings before 2026-12-05 (damping 1e-3, no bound) most such targets flipped a
+    joint by more than 1 rad in one command, and on table_lift the arm servos then shook the
+    arms at 30-120 rad/s (a third of the episodes under DPPO's command noise)."""
+    rng = np.random.default_rng(0)
+    n = 64
+    dp = rng.normal(size=(n, 3))
+    dp = 0.3 * dp / np.linalg.norm(dp, axis=1, keepdims=True)
+    rv = rng.normal(size=(n, 3))
+    rv = rv / np.linalg.norm(rv, axis=1, keepdims=True) * rng.uniform(0.0, 2.5, (n, 1))
+
+    def jumps(env):
+        q0 = jnp.asarray(env._default[12:19])
+        p0, r0 = arm_fk(env.params, "left", jnp.zeros(()), q0)
+        rots = jax.vmap(rotvec_to_mat)(jnp.asarray(rv, jnp.float32)) @ r0
+        ik = jax.vmap(lambda p, r: env.arm_ik(0, q0, p, r, iters=env.cfg.ik_iterations))
+        q = jax.jit(ik)(p0 + jnp.asarray(dp, jnp.float32), rots)
+        return np.max(np.abs(np.asarray(q - q0)), axis=1)
+
+    env = envs.make("humanoid_llc")
+    assert jumps(env).max() <= env.cfg.ik_iterations * env.cfg.ik_max_step + 1e-5
+    old = jumps(envs.make("humanoid_llc", ik_damping=1e-3, ik_max_step=1e3))
+    assert (old > 1.0).mean() > 0.5  # what the bound removes
 
 
 def test_llc_env_interface():

@@ -754,9 +754,13 @@ class HumanoidEnv:
     # -- reference controller --------------------------------------------------------------
     def arm_ik(self, side: int, q0, pos_p, rot_p, iters: int = 12):
         """Damped least squares IK of one arm: joints [7] putting the grasp site at ``pos_p``
-        with orientation ``rot_p`` (pelvis frame), starting from ``q0``."""
+        with orientation ``rot_p`` (pelvis frame), starting from ``q0``. Each iteration's step
+        is scaled down so that no joint moves more than ``cfg.ik_max_step``: a target near a
+        singularity or out of reach moves the solution by at most ``iters`` times that, not
+        by a flip of several radians."""
         arm = slice(NL + 7 * side, NL + 7 * side + 7)
         lo, hi = self._lo[arm], self._hi[arm]
+        damping, max_step = self.cfg.ik_damping, self.cfg.ik_max_step
 
         def err(q):
             p, r = arm_fk(self.params, SIDES[side], jnp.zeros(()), q)
@@ -765,7 +769,8 @@ class HumanoidEnv:
         def body(q, _):
             e = err(q)
             j = jax.jacfwd(err)(q)  # [6, 7]
-            dq = -j.T @ jnp.linalg.solve(j @ j.T + 1e-3 * jnp.eye(6), e)
+            dq = -j.T @ jnp.linalg.solve(j @ j.T + damping * jnp.eye(6), e)
+            dq = dq * jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(dq)), 1e-9))
             return jnp.clip(q + dq, lo, hi), None
 
         return jax.lax.scan(body, q0, None, length=iters)[0]

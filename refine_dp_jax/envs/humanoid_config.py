@@ -11,9 +11,9 @@ from refine_dp_jax.errors import ConfigError
 # value does not fit an env with another (``refine_dp_jax.policy_store`` checks them).
 INTERFACE_FIELDS = (
     "physics_dt", "substeps", "hard_joint_limits", "leg_action_scale", "arm_prior",
-    "arm_action_scale", "ik_iterations", "vx_range", "vy_range", "yaw_rate_range",
-    "hand_x_range", "hand_y_range", "hand_z_range", "hand_rot_range", "step_period",
-    "nominal_foot_width", "min_foot_width", "swing_height",
+    "arm_action_scale", "ik_iterations", "ik_damping", "ik_max_step", "vx_range", "vy_range",
+    "yaw_rate_range", "hand_x_range", "hand_y_range", "hand_z_range", "hand_rot_range",
+    "step_period", "nominal_foot_width", "min_foot_width", "swing_height",
 )  # fmt: skip
 
 
@@ -40,6 +40,14 @@ class HumanoidConfig:
     arm_prior: str = "ik"
     arm_action_scale: float = 0.3  # rad per unit arm action (residual around the prior)
     ik_iterations: int = 6  # IK iterations per command (warm-started)
+    # Damped least squares: damping (lambda^2, m^2) and the largest change of any arm joint per
+    # iteration (rad). At 1e-3 and no bound (before 2026-12-05) the solution jumped by 2-4 rad
+    # in one command near singular or out-of-reach targets (shoulder yaw / wrist roll flipping)
+    # and the arm PD servos then shook the arms at 30-120 rad/s: with the planner on
+    # table_lift and DPPO's command noise (0.03) a third of the episodes, most of which failed
+    # (measured, docs/humanoid.md). 1e-2 and 0.1 rad: none.
+    ik_damping: float = 1e-2
+    ik_max_step: float = 0.1
 
     # -- command range (the DP's action space), body (heading) frame --------------------------
     vx_range: tuple[float, float] = (-0.4, 0.8)  # m/s
@@ -183,6 +191,8 @@ class HumanoidConfig:
             raise ConfigError(f"humanoid: arm_prior = {self.arm_prior!r}: one of 'ik', 'none'")
         if self.ik_iterations < 1 or self.arm_action_scale <= 0 or self.leg_action_scale <= 0:
             raise ConfigError("humanoid: ik_iterations >= 1, action scales > 0")
+        if self.ik_damping <= 0 or self.ik_max_step <= 0:
+            raise ConfigError("humanoid: ik_damping and ik_max_step must be > 0")
         if self.solver_iterations < 1 or self.ls_iterations < 1:
             raise ConfigError("humanoid: solver_iterations and ls_iterations must be >= 1")
 

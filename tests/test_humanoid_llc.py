@@ -27,7 +27,6 @@ from refine_dp_jax.robots.spatial import mat_to_rotvec, rot_error, rotvec_to_mat
 from refine_dp_jax.train.llc import (
     LLCConfig,
     command_schedule,
-    moving,
     next_speed_scale,
     reward_curriculum_level,
     walking_metrics,
@@ -104,7 +103,7 @@ def test_walking_metrics_match_a_plain_loop():
     info = {k: rng.uniform(0.0, 1.0, (t, b)).astype(np.float32)
             for k in ("vel_err", "foot_err", "cmd_speed", "speed_along_cmd")}  # fmt: skip
     cmd = rng.uniform(-0.1, 0.1, (t, b, 3)) * (rng.uniform(size=(t, b, 1)) < 0.5)
-    info["moving"] = np.asarray(moving(jnp.asarray(cmd)))
+    info["moving"] = (np.abs(cmd).max(axis=-1) > 0.05).astype(np.float32)
     got = {
         k: float(v)
         for k, v in walking_metrics({k: jnp.asarray(v) for k, v in info.items()}).items()
@@ -274,9 +273,9 @@ def test_committed_standing_llc_stands_tracks_and_grips():
     """The committed LLC (README: the humanoid learns) loads with its checks (missing,
     corrupted or mismatched files fail here) and, deterministic, on 16 randomized 10 s
     episodes of its task (payloads, pushes, friction, arm configuration; new reachable hand
-    targets every 1-3 s) stands, tracks and grips as measured on 256 episodes (falls 22 %,
-    hand 2.8 cm / 0.14 rad, grippers 100 %): at most half the episodes fall (the zero
-    residual: 95 %), hands within 4 cm / 0.2 rad (medians), grippers follow the command."""
+    targets every 1-3 s) stands, tracks and grips as measured on 256 episodes (falls 10.5 %,
+    hand 2.8 cm / 0.14 rad, grippers 100 %): at most a quarter of the episodes fall (the zero
+    residual: 93 %), hands within 4 cm / 0.2 rad (medians), grippers follow the command."""
     from refine_dp_jax.train.llc_eval import make_llc_eval, summarize
 
     cfg = experiments.get("humanoid_llc_stand")
@@ -287,7 +286,7 @@ def test_committed_standing_llc_stands_tracks_and_grips():
     env = envs.make(cfg.env, **{**dict(cfg.env_overrides), "command_reach_prob": 0.0})
     run = make_llc_eval(env, 16, cfg.llc.command_hold_steps, policy)
     m = summarize(run(learner, jax.random.PRNGKey(123)), env.dt)
-    assert m["fall_rate"] <= 0.5, m
+    assert m["fall_rate"] <= 0.25, m
     assert m["hand_pos_err_median"] < 0.04, m
     assert m["hand_rot_err_median"] < 0.2, m
     assert m["gripper_followed"] >= 0.98, m

@@ -594,7 +594,7 @@ class HumanoidEnv:
         dq = q - self._default[: NL + NA]
         rate2 = jnp.square(a - last_a)
         ankles = np.array([4, 5, 10, 11])
-        moving = (jnp.max(jnp.abs(command[:3])) > self.footsteps.stand_speed).astype(jnp.float32)
+        moving = self.moving(command)
         height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
         lo, hi = c.base_height_band
         out = jnp.maximum(lo - height, 0.0) + jnp.maximum(height - hi, 0.0)
@@ -642,10 +642,16 @@ class HumanoidEnv:
         total = sum(terms.values())
         return (jnp.maximum(total, 0.0) if c.only_positive_rewards else total), parts
 
+    def moving(self, command) -> jax.Array:
+        """1.0 where the command's base velocity is above the footstep planner's standing
+        speed (the feet step), else 0.0."""
+        return (jnp.max(jnp.abs(command[:3])) > self.footsteps.stand_speed).astype(jnp.float32)
+
     def _metrics(self, f: Features, command, task: TaskState, foot_err, vel_err):
         pos_err, rot_err = self._hand_errors(f, command)
         cmd_speed = jnp.linalg.norm(command[:2])
         return {
+            "moving": self.moving(command),  # 1.0: a base-velocity command the feet step to
             "hand_err": jnp.mean(jnp.linalg.norm(pos_err, axis=1)),
             "hand_rot_err": jnp.mean(jnp.linalg.norm(rot_err, axis=1)),
             "foot_err": foot_err,

@@ -151,17 +151,12 @@ def command_schedule(env: Env, num_envs: int, hold_steps: int, velocity_hold_ste
     return next_command
 
 
-def moving(command: jax.Array, threshold: float = 0.05) -> jax.Array:
-    """[B] 1.0 where the command's base velocity (its first 3 entries) is not ~zero."""
-    return (jnp.max(jnp.abs(command[..., :3]), axis=-1) > threshold).astype(jnp.float32)
-
-
 def walking_metrics(info: dict) -> dict:
     """Walking diagnostics over the [T, B] steps with a moving command (envs whose metrics
-    carry ``vel_err``, ``cmd_speed`` and ``speed_along_cmd``; else empty): velocity tracking
-    error (m/s), footstep tracking error (m), and forward progress (speed along the commanded
-    direction over the commanded speed; 1 = on pace)."""
-    if not {"vel_err", "cmd_speed", "speed_along_cmd", "foot_err"} <= set(info):
+    carry ``moving``, ``vel_err``, ``foot_err``, ``cmd_speed`` and ``speed_along_cmd``; else
+    empty): velocity tracking error (m/s), footstep tracking error (m), and forward progress
+    (speed along the commanded direction over the commanded speed; 1 = on pace)."""
+    if not {"moving", "vel_err", "cmd_speed", "speed_along_cmd", "foot_err"} <= set(info):
         return {}
     m = info["moving"]
     n = jnp.maximum(jnp.sum(m), 1.0)
@@ -269,7 +264,6 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
                 "nonfinite": nxt.nonfinite,
                 "done": nxt.done,
                 **nxt.metrics,
-                "moving": moving(s.command),
                 "ended_at": nxt.step_count * nxt.done,
             }
             nxt = v_reset_where(nxt, nxt.done, state.curriculum)

@@ -36,7 +36,7 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
     zero_policy(env)`` evaluates the arm prior alone (zero residual). Commands follow LLC
     training's schedule (``train.llc.command_schedule``). ``record_qpos``: also ``qpos``
     [T, B, nq] (for a video, ``evaluate.render_video``)."""
-    from refine_dp_jax.train.llc import command_schedule, moving
+    from refine_dp_jax.train.llc import command_schedule
 
     b, t_len = num_envs, env.episode_steps
     settle = int(round(settle_seconds / env.dt))
@@ -75,7 +75,6 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
                 hand_settled=(still >= settle).astype(jnp.float32),
                 grip_settled=(since_grip >= settle).astype(jnp.float32),
                 height=nxt.metrics["base_height"],
-                moving=moving(s.command),
                 **{k: nxt.metrics[k] for k in WALK_KEYS if k in nxt.metrics},
             )  # fmt: skip
             if record_qpos:
@@ -91,7 +90,7 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
 
 
 # per-step walking metrics of the humanoid envs, summarized over steps with a moving command
-WALK_KEYS = ("foot_err", "vel_err", "cmd_speed", "speed_along_cmd")
+WALK_KEYS = ("moving", "foot_err", "vel_err", "cmd_speed", "speed_along_cmd")
 
 
 def zero_policy(env) -> Callable:
@@ -127,8 +126,10 @@ def summarize(outs: dict, dt: float) -> dict:
 def _walking_summary(o: dict, alive: np.ndarray) -> dict:
     """Footstep and velocity tracking at the live steps with a moving command (a walking LLC's
     measures); empty for envs without them or when no command moved."""
+    if not all(k in o for k in WALK_KEYS):
+        return {}
     walk = alive & (o["moving"] > 0.5)
-    if not all(k in o for k in WALK_KEYS) or not walk.any():
+    if not walk.any():
         return {}
     return {
         "moving_share": float(walk.sum() / alive.sum()),

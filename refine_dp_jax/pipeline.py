@@ -404,7 +404,7 @@ def latest_llc(parts: Parts, out: str) -> tuple[Any, dict]:
         raise ConfigError(f"{path}: stage llc has neither finished nor a checkpoint (train it "
                           "first: refine-dp train-llc)")  # fmt: skip
     init, _, _ = make_llc_train(parts.env, parts.cfg.llc)
-    template = jax.jit(init)(stage_key(parts, "llc"))
+    template = jax.eval_shape(init, stage_key(parts, "llc"))  # shapes only: nothing compiled
     step, state, _ = Checkpointer(ckpt).restore_latest(template)
     llc = parts.cfg.llc
     info = {"finished": False, "iterations_done": int(step),

@@ -91,6 +91,10 @@ def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg,
         get = lambda d: pipeline.load_finetuned(tiny_parts, d, "finetune_joint")
     assert run(stop_after=1)["interrupted"] is True
     assert not os.path.exists(os.path.join(resumed, stage, "done.json"))
+    if stage == "llc":  # eval-llc / export-llc of the unfinished run: its newest checkpoint
+        learner, info = pipeline.latest_llc(tiny_parts, resumed)
+        assert (info["finished"], info["iterations_done"]) == (False, 1)
+        assert all(np.all(np.isfinite(x)) for x in _leaves(learner.params))
     run()
     a, b = _leaves(get(out)), _leaves(get(resumed))
     assert len(a) == len(b)

@@ -46,7 +46,8 @@ def run_curve(args) -> None:
         return float(r["success_rate"])
 
     log = open(args.log, "w") if args.log else None  # closed after the loop
-    header = {"set": list(args.set), "joint": args.joint, "episodes": args.episodes}
+    header = {"set": list(args.set), "joint": args.joint, "episodes": args.episodes,
+              **({"label": args.label} if args.label else {})}  # fmt: skip
 
     def emit(line):
         text = json.dumps(line)
@@ -98,7 +99,9 @@ def plot(logs: list[Path], png: Path) -> None:
         lines = [x for x in lines if "it" in x]  # without the closing summary line
         its = [x["it"] for x in lines if "eval" in x]
         evals = [x["eval"] for x in lines if "eval" in x]
-        label = " ".join(x.removeprefix("dppo.") for x in lines[0].get("set", [])) or path.stem
+        label = lines[0].get("label") or (
+            " ".join(x.removeprefix("dppo.") for x in lines[0].get("set", [])) or path.stem
+        )
         ax.plot(its, evals, marker="o", label=label + (" (joint)" if lines[0].get("joint") else ""))
     ax.axhline(0.9, color="grey", ls=":", lw=1)
     ax.set_xlabel("DPPO iteration")
@@ -125,6 +128,7 @@ def main() -> None:
         "to the first evaluation at or above this success",
     )  # fmt: skip
     p.add_argument("--log", type=Path)
+    p.add_argument("--label", help="the curve's name in --plot (default: the --set flags)")
     p.add_argument("--plot", type=Path, nargs="+", help="draw these logs instead of running")
     p.add_argument("--png", type=Path, default=Path("dppo_curve.png"))
     args = p.parse_args()

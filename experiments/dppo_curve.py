@@ -116,7 +116,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", default="testbed")
     p.add_argument("--out", type=Path, default=Path("runs/testbed"), help="stages 1-3 done")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--joint", action="store_true", help="Algorithm 1 (LLC PPO + DPPO)")
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--every", type=int, default=10)

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", default="testbed")
     p.add_argument("--out", type=Path, required=True, help="run directory, stages 1-3 done")
-    p.add_argument("--set", action="append", default=[], help="config override key=value")
+    p.add_argument("--set", action="extend", nargs="+", default=[], help="key=value overrides")
     p.add_argument("--envs", type=int, default=64)
     p.add_argument("--decisions", type=int, default=18, help="enough for every first episode")
     p.add_argument("--batches", type=int, default=8)

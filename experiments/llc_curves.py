@@ -43,10 +43,19 @@ def load(llc_dir: str, dt: float, rollout_steps: int) -> list[dict]:
     return rows
 
 
+# measures of moving commands: left out for a run that never had one (a standing LLC)
+WALKING = ("foot_err_moving", "vel_err_moving", "progress_ratio", "speed_scale")
+
+
+def measures(rows: list[dict]) -> tuple[tuple[str, str], ...]:
+    walks = any(r.get("moving_share", 0.0) > 0 for r in rows)
+    return tuple((k, label) for k, label in MEASURES if walks or k not in WALKING)
+
+
 def first_last(rows: list[dict], share: float = 0.1) -> dict:
     n = max(1, int(round(share * len(rows))))
     out = {"iterations": len(rows), "window": n}
-    for key, _ in MEASURES:
+    for key, _ in measures(rows):
         vals = np.array([r[key] for r in rows if key in r], float)
         if len(vals):
             out[key] = {"first": float(vals[:n].mean()), "last": float(vals[-n:].mean())}
@@ -56,8 +65,9 @@ def first_last(rows: list[dict], share: float = 0.1) -> dict:
 def plot(rows: list[dict], path: str, title: str) -> None:
     from refine_dp_jax.logs import plot_curves
 
-    plot_curves(rows, [k for k, _ in MEASURES], path, title, labels=dict(MEASURES), columns=4,
-                smooth=True)  # fmt: skip
+    shown = measures(rows)
+    plot_curves(rows, [k for k, _ in shown], path, title, labels=dict(shown),
+                columns=min(4, len(shown)), smooth=True)  # fmt: skip
 
 
 def markdown(summary: dict) -> str:
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("llc_dir", help="a run's stage folder, RUN/llc")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--title", default="walking LLC")
+    ap.add_argument("--title", help="default: walking LLC / standing LLC, from its commands")
     a = ap.parse_args(argv)
     cfg = json.load(open(os.path.join(os.path.dirname(os.path.abspath(a.llc_dir)), "config.json")))
     c = cfg["config"]
@@ -86,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = load(a.llc_dir, dt, c["llc"]["rollout_steps"])
     os.makedirs(a.out, exist_ok=True)
     summary = first_last(rows)
-    plot(rows, os.path.join(a.out, "curves.png"), a.title)
+    walks = len(measures(rows)) == len(MEASURES)
+    title = a.title or ("walking LLC" if walks else "standing LLC")
+    plot(rows, os.path.join(a.out, "curves.png"), title)
     with open(os.path.join(a.out, "first_last.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(a.out, "first_last.md"), "w") as f:

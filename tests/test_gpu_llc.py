@@ -77,7 +77,7 @@ def test_llc_curves_compare_the_first_and_last_tenth(tmp_path):
     from experiments import llc_curves
 
     rows = [{"iteration": i, "terminations": 0.1 if i < 10 else 0.05, "foot_err_moving": 0.03,
-             "reward": float(i)} for i in range(100)]  # fmt: skip
+             "moving_share": 0.8, "reward": float(i)} for i in range(100)]  # fmt: skip
     llc = tmp_path / "run" / "llc"
     llc.mkdir(parents=True)
     (llc / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -92,3 +92,9 @@ def test_llc_curves_compare_the_first_and_last_tenth(tmp_path):
     md = (tmp_path / "out" / "first_last.md").read_text()
     assert "| falls per robot-minute | 10 | 5 | -50 % |" in md
     assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+    assert s["foot_err_moving"]["last"] == pytest.approx(0.03)
+    # a standing LLC's run (no moving command): no walking measures
+    standing = [{**r, "moving_share": 0.0, "foot_err_moving": 0.0} for r in rows]
+    (llc / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in standing))
+    s = llc_curves.main([str(llc), "--out", str(tmp_path / "out2")])
+    assert "foot_err_moving" not in s and "falls_per_min" in s

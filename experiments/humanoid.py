@@ -195,13 +195,18 @@ def table_task(task: str, llc_checkpoint: str = STAND_LLC) -> ExperimentConfig:
         ),  # fmt: skip
         pretrain=PretrainConfig(steps=20000, batch_size=256, lr=1e-3, ema_decay=0.995),
         dppo=DPPOConfig(
-            actor_lr=1e-4,
+            # one Adam step per iteration at 1e-5 (measured on table_lift, 64 envs x 8
+            # decisions, docs/results/dppo_after_ik: DPPO's 5 epochs x 8 minibatches lowered
+            # the pre-trained DP's 47.7 % to 18.0 % in 10 iterations at 1e-4 and to 26.6 % in
+            # 20 at 1e-5, as fast as with shuffled advantages; one step per batch held it at
+            # 48-53 % over 60 iterations, 3-10 points above its shuffled twin)
+            actor_lr=1e-5,
             critic_lr=1e-3,
             clip_eps=0.05,
             clip_eps_base=0.005,
             gamma=0.99,
-            epochs=5,
-            minibatches=8,
+            epochs=1,
+            minibatches=1,
             # exploration noise of each sampling step, in the [-1, 1] command space: 0.1
             # (DPPO's and the testbed's) is ~4 cm on a hand; measured on table_lift, the
             # stochastic pre-trained DP then lifted 0-2 % of boxes, at 0.03 25-38 %

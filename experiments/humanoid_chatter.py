@@ -59,8 +59,14 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
                 a, _ = ppo.act(learner, s.obs, k, True)
                 nxt = jax.vmap(select)(alive, jax.vmap(env.step)(s, a), s)
                 qv = jnp.abs(nxt.data.qvel)
+                ended = alive * nxt.done * (1.0 - nxt.success) * (1.0 - nxt.nonfinite)
+                failed = ended * (1.0 - nxt.truncated)  # a fall or the box lost
+                low = nxt.metrics["base_height"] < env.cfg.min_base_height
+                tilted = nxt.metrics["upright"] < jnp.cos(env.cfg.max_tilt)
+                fell = failed * (low | tilted)
                 out = (alive, jnp.max(qv, -1), jnp.argmax(qv, -1), alive * nxt.nonfinite,
-                       alive * nxt.done * nxt.success)  # fmt: skip
+                       alive * nxt.done * nxt.success, fell, failed - fell,
+                       ended * nxt.truncated)  # fmt: skip
                 return (nxt, alive * (1.0 - nxt.done)), out
 
             return jax.lax.scan(llc_step, (s, alive), None, length=cfg.hold)
@@ -69,7 +75,9 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
                               jax.random.split(k_noise, n_cmd))  # fmt: skip
         return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
 
-    alive, qmax, qdof, exploded, success = jax.device_get(run(jax.random.PRNGKey(seed)))
+    alive, qmax, qdof, exploded, success, fell, lost, timeout = jax.device_get(
+        run(jax.random.PRNGKey(seed))
+    )
     live = alive > 0.5
     fast = live & (qmax > speed)
     m = env.mj_model
@@ -83,6 +91,10 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
         "experiment": experiment, "noise": noise, "episodes": num_envs, "env_sets": env_sets,
         "speed": speed, "success_rate": float(ok.mean()),
         "exploded_episodes": int((exploded.sum(0) > 0).sum()),
+        # how the other episodes ended: the robot fell, the object was lost, time ran out
+        "fell_episodes": int((fell.sum(0) > 0).sum()),
+        "object_lost_episodes": int((lost.sum(0) > 0).sum()),
+        "timeout_episodes": int((timeout.sum(0) > 0).sum()),
         "episodes_above_speed": int(shaking.sum()),
         "success_rate_above_speed": float(ok[shaking].mean()) if shaking.any() else None,
         "success_rate_below_speed": float(ok[~shaking].mean()) if (~shaking).any() else None,

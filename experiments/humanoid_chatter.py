@@ -61,9 +61,7 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
                 qv = jnp.abs(nxt.data.qvel)
                 ended = alive * nxt.done * (1.0 - nxt.success) * (1.0 - nxt.nonfinite)
                 failed = ended * (1.0 - nxt.truncated)  # a fall or the box lost
-                low = nxt.metrics["base_height"] < env.cfg.min_base_height
-                tilted = nxt.metrics["upright"] < jnp.cos(env.cfg.max_tilt)
-                fell = failed * (low | tilted)
+                fell = failed * nxt.metrics["fallen"]
                 out = (alive, jnp.max(qv, -1), jnp.argmax(qv, -1), alive * nxt.nonfinite,
                        alive * nxt.done * nxt.success, fell, failed - fell,
                        ended * nxt.truncated)  # fmt: skip

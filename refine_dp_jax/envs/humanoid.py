@@ -541,9 +541,7 @@ class HumanoidEnv:
         hold = jnp.where(cond, task.hold + self.dt, 0.0)
         ok = cond & (hold >= t.hold_seconds(c) - 1e-6)
         success = jnp.maximum(state.success, ok.astype(jnp.float32))
-        height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
-        fallen = (height < c.min_base_height) | (f.gravity[2] > -jnp.cos(c.max_tilt))
-        failed = (fallen | t.dropped(self, f)) & ~bad
+        failed = (self.fallen(f) | t.dropped(self, f)) & ~bad
         timeout = (steps >= self.episode_steps).astype(jnp.float32)
         nonfinite = bad.astype(jnp.float32)
         done = jnp.maximum(jnp.maximum(success, timeout), jnp.maximum(nonfinite, failed * 1.0))
@@ -647,6 +645,12 @@ class HumanoidEnv:
         speed (the feet step), else 0.0."""
         return (jnp.max(jnp.abs(command[:3])) > self.footsteps.stand_speed).astype(jnp.float32)
 
+    def fallen(self, f: Features) -> jax.Array:
+        """[] bool: the pelvis too low above the soles or tilted too far (the episode ends)."""
+        c = self.cfg
+        height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
+        return (height < c.min_base_height) | (f.gravity[2] > -jnp.cos(c.max_tilt))
+
     def _metrics(self, f: Features, command, task: TaskState, foot_err, vel_err):
         pos_err, rot_err = self._hand_errors(f, command)
         cmd_speed = jnp.linalg.norm(command[:2])
@@ -662,6 +666,7 @@ class HumanoidEnv:
             "speed_along_cmd": jnp.dot(f.lin_vel_b[:2], command[:2]) / jnp.maximum(cmd_speed, 1e-6),
             "base_height": f.base_pos[2] - jnp.mean(f.sole_pos[:, 2]),
             "upright": -f.gravity[2],
+            "fallen": self.fallen(f).astype(jnp.float32),
             "goal_dist": jnp.linalg.norm(f.obj_pos - task.goal),
         }
 

@@ -47,9 +47,14 @@ def load(llc_dir: str, dt: float, rollout_steps: int) -> list[dict]:
 WALKING = ("foot_err_moving", "vel_err_moving", "progress_ratio", "speed_scale")
 
 
+def walks(rows: list[dict]) -> bool:
+    """Whether the run had moving commands (a walking LLC)."""
+    return any(r.get("moving_share", 0.0) > 0 for r in rows)
+
+
 def measures(rows: list[dict]) -> tuple[tuple[str, str], ...]:
-    walks = any(r.get("moving_share", 0.0) > 0 for r in rows)
-    return tuple((k, label) for k, label in MEASURES if walks or k not in WALKING)
+    walking = walks(rows)
+    return tuple((k, label) for k, label in MEASURES if walking or k not in WALKING)
 
 
 def first_last(rows: list[dict], share: float = 0.1) -> dict:
@@ -96,8 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = load(a.llc_dir, dt, c["llc"]["rollout_steps"])
     os.makedirs(a.out, exist_ok=True)
     summary = first_last(rows)
-    walks = len(measures(rows)) == len(MEASURES)
-    title = a.title or ("walking LLC" if walks else "standing LLC")
+    title = a.title or ("walking LLC" if walks(rows) else "standing LLC")
     plot(rows, os.path.join(a.out, "curves.png"), title)
     with open(os.path.join(a.out, "first_last.json"), "w") as f:
         json.dump(summary, f, indent=1)

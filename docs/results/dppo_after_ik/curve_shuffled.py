@@ -7,19 +7,15 @@ curve. Same arguments as ``experiments.dppo_curve``; run from the repository roo
         --set dppo.actor_lr=1e-5 --label "actor_lr=1e-5, advantages shuffled" --log LOG
 """
 
-import jax
-import jax.numpy as jnp
-
 import refine_dp_jax.train.finetune as ft
+from docs.results.dppo_noise.adv_probe import shuffle_advantages
 
 _gae = ft.gae
 
 
 def shuffled_gae(reward, values, next_values, terminated, done, gamma, lam):
     adv, ret = _gae(reward, values, next_values, terminated, done, gamma, lam)
-    # a fresh permutation per batch, keyed by its rewards
-    k = jax.random.fold_in(jax.random.PRNGKey(7), jnp.sum(reward * 1000).astype(jnp.int32))
-    return jax.random.permutation(k, adv.reshape(-1)).reshape(adv.shape), ret
+    return shuffle_advantages(adv, reward), ret
 
 
 ft.gae = shuffled_gae

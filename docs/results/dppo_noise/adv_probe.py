@@ -16,10 +16,15 @@ import jax.numpy as jnp
 
 import refine_dp_jax.train.finetune as ft
 
-MODE = sys.argv.pop(1)
-if MODE not in ("none", "neg", "shuffle"):
-    raise SystemExit(f"MODE must be none, neg or shuffle, got {MODE!r}")
+MODE = "none"  # set from the command line below
 gae = ft.gae
+
+
+def shuffle_advantages(adv, reward):
+    """``adv`` permuted across the batch: a fresh permutation per batch (keyed by its
+    rewards). Also used by ``docs/results/dppo_after_ik/curve_shuffled.py``."""
+    k = jax.random.fold_in(jax.random.PRNGKey(7), jnp.sum(reward * 1000).astype(jnp.int32))
+    return jax.random.permutation(k, adv.reshape(-1)).reshape(adv.shape)
 
 
 def probed_gae(reward, values, next_values, terminated, done, gamma, lam):
@@ -36,13 +41,16 @@ def probed_gae(reward, values, next_values, terminated, done, gamma, lam):
     )  # fmt: skip
     if MODE == "neg":
         adv = -adv
-    elif MODE == "shuffle":  # a fresh permutation per batch (keyed by its rewards)
-        k = jax.random.fold_in(jax.random.PRNGKey(7), jnp.sum(reward * 1000).astype(jnp.int32))
-        adv = jax.random.permutation(k, adv.reshape(-1)).reshape(adv.shape)
+    elif MODE == "shuffle":
+        adv = shuffle_advantages(adv, reward)
     return adv, ret
 
 
-ft.gae = probed_gae
-from refine_dp_jax.cli import main  # noqa: E402
+if __name__ == "__main__":
+    MODE = sys.argv.pop(1)
+    if MODE not in ("none", "neg", "shuffle"):
+        raise SystemExit(f"MODE must be none, neg or shuffle, got {MODE!r}")
+    ft.gae = probed_gae
+    from refine_dp_jax.cli import main
 
-main()
+    main()

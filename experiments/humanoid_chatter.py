@@ -46,6 +46,7 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
         k_reset, k_noise = jax.random.split(key)
         keys = jax.random.split(k_reset, num_envs)
         s = jax.vmap(env.reset, in_axes=(0, None))(keys, cfg.task_curriculum)
+        z0 = jax.vmap(env.features)(s.data).obj_pos[:, 2]
 
         def command_step(carry, k):
             s, alive = carry
@@ -64,7 +65,9 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
                 fell = failed * nxt.metrics["fallen"]
                 out = (alive, jnp.max(qv, -1), jnp.argmax(qv, -1), alive * nxt.nonfinite,
                        alive * nxt.done * nxt.success, fell, failed - fell,
-                       ended * nxt.truncated)  # fmt: skip
+                       ended * nxt.truncated,
+                       jax.vmap(env.features)(nxt.data).obj_pos[:, 2] - z0,
+                       jnp.max(nxt.command[:, 15:17], -1) > 0)  # fmt: skip
                 return (nxt, alive * (1.0 - nxt.done)), out
 
             return jax.lax.scan(llc_step, (s, alive), None, length=cfg.hold)
@@ -73,7 +76,7 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
                               jax.random.split(k_noise, n_cmd))  # fmt: skip
         return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
 
-    alive, qmax, qdof, exploded, success, fell, lost, timeout = jax.device_get(
+    alive, qmax, qdof, exploded, success, fell, lost, timeout, rise, grip = jax.device_get(
         run(jax.random.PRNGKey(seed))
     )
     live = alive > 0.5
@@ -98,7 +101,37 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
         "success_rate_below_speed": float(ok[~shaking].mean()) if (~shaking).any() else None,
         "steps_above_speed_share": float(fast.sum() / live.sum()),
         "fastest_joints": dict(sorted(joints.items(), key=lambda kv: -kv[1])[:6]),
+        "stages": stages(live, ok, timeout.sum(0) > 0, rise, grip, env.dt),
     }  # fmt: skip
+
+
+def stages(live, ok, timed_out, rise, grip, dt: float) -> dict:
+    """How far the successful and the timed-out episodes got: the share that closed a
+    gripper, the median time (s) of the first close, of the object's first rise by 2 cm and
+    5 cm and 10 cm, and quartiles of the highest rise (m). ``rise``/``grip``: [steps, envs]."""
+    import numpy as np
+
+    def first(mask):  # [steps, envs] -> [envs] seconds of the first True (nan if never)
+        t = np.argmax(mask, 0).astype(float) * dt
+        return np.where(mask.any(0), t, np.nan)
+
+    rise = np.where(live, rise, -np.inf)
+    out = {}
+    for name, sel in (("succeeded", ok), ("timed_out", timed_out)):
+        if not sel.any():
+            continue
+        med = lambda x: None if np.isnan(x[sel]).all() else round(float(np.nanmedian(x[sel])), 2)
+        top = rise.max(0)[sel]
+        out[name] = {
+            "episodes": int(sel.sum()),
+            "gripped_share": float(grip.any(0)[sel].mean()),
+            "first_grip_s": med(first(grip & live)),
+            "rise_2cm_s": med(first(rise > 0.02)),
+            "rise_5cm_s": med(first(rise > 0.05)),
+            "rise_10cm_s": med(first(rise > 0.10)),
+            "top_rise_quartiles_m": np.round(np.quantile(top, (0.25, 0.5, 0.75)), 3).tolist(),
+        }
+    return out
 
 
 def main(argv=None) -> None:

@@ -507,3 +507,68 @@ def test_walking_planner_commands_what_the_walking_llc_is_trained_on(name):
     vel = np.asarray(plan(data, jnp.stack(goals)))[:, :3]
     assert np.abs(vel).max() > 0.1  # the starts are away from the work place: it walks
     assert np.all(vel >= lo - 1e-6) and np.all(vel <= hi + 1e-6), (vel.min(0), vel.max(0), lo, hi)
+
+
+@pytest.mark.parametrize("task", ["humanoid_table_lift", "humanoid_table_place"])
+def test_an_object_pressed_down_off_centre_stays_on_the_table(task):
+    """A downward push on the object's top inside its footprint (a gripper pressing on it)
+    must not tip it through the table. With three support spheres (two -x corners and the
+    middle of the +x edge) a push outside their triangle tipped the box about that edge and
+    it sank through the table top (plain MuJoCo, 1 s of five times the object's weight at 60 %
+    of the way to each +x top corner in turn)."""
+    env = envs.make(task)
+    m = env.mj_model
+    body = m.body("box" if task.endswith("lift") else "object")
+    half = np.asarray(m.geom(f"{body.name}_geom").size)
+    rest = env.cfg.table_height + half[2]
+    for sy in (-1.0, 1.0):
+        d = mujoco.MjData(m)
+        d.qpos[:], _ = env.standing_state()
+        d.qpos[:2] = (-2.0, 0.0)  # the robot out of the way
+        mujoco.mj_forward(m, d)
+        lowest = np.inf
+        for _ in range(int(1.0 / m.opt.timestep)):
+            d.xfrc_applied[:] = 0.0
+            corner = d.xpos[body.id] + d.xmat[body.id].reshape(3, 3) @ (half * [0.6, 0.6 * sy, 1.0])
+            force = np.array([0.0, 0.0, -5.0 * 9.81 * m.body_subtreemass[body.id]])
+            d.xfrc_applied[body.id] = [*force, *np.cross(corner - d.xipos[body.id], force)]
+            mujoco.mj_step(m, d)
+            lowest = min(lowest, d.xpos[body.id][2])
+        assert lowest > rest - 0.03, (sy, lowest, rest)
+
+
+@pytest.mark.parametrize("task", ["humanoid_table_lift", "humanoid_table_place"])
+def test_standing_tasks_start_with_the_hands_clear_of_the_object(task):
+    """At reset the arms hold the hands tucked in beside the hips (``start_hands``, solved by
+    IK), not at the default pose's ready poses 0.26 m ahead of the pelvis, where the grippers
+    were inside the table-lift box and kicked it over at the first step. Checked in plain
+    MuJoCo at the nearest start (the object 0.28 m ahead): no gripper geom touches the object,
+    and the grasp sites sit where the config puts them."""
+    env = envs.make(task)
+    assert env.cfg.start_hands is not None and env.cfg.arm_randomization_prob == 0.0
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:], _ = env.standing_state()
+    d.qpos[:2] = (-0.28, 0.0)
+    arm = env._qadr[12:26]
+    d.qpos[arm] = env._arm_start
+    mujoco.mj_forward(m, d)
+    obj = m.geom("box_geom" if task.endswith("lift") else "object_geom").id
+    touching = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, int(g))
+                for c in d.contact[: d.ncon] for g in (c.geom1, c.geom2)
+                if obj in (c.geom1, c.geom2) and g != obj]  # fmt: skip
+    assert not [g for g in touching if "jaw" in g or "finger" in g or "palm" in g], touching
+    want = np.asarray(env.cfg.start_hands)
+    for k, mirror in ((0, 1.0), (1, -1.0)):
+        site = d.site(f"{SIDES[k]}_grasp").xpos - d.qpos[:3]
+        np.testing.assert_allclose(site, want * [1.0, mirror, 1.0], atol=0.01)
+    # the default arm pose (what the tasks started from before) puts a gripper in the box
+    d.qpos[arm] = env._default[12:26]
+    mujoco.mj_forward(m, d)
+    if task.endswith("lift"):
+        assert any(obj in (c.geom1, c.geom2) for c in d.contact[: d.ncon])
+
+
+def test_start_hands_out_of_reach_is_a_config_error():
+    with pytest.raises(ConfigError, match="start_hands"):
+        envs.make("humanoid_table_lift", start_hands=(0.9, 0.2, 0.0))

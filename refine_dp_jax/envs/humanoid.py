@@ -268,6 +268,20 @@ class HumanoidEnv:
             ready.append(np.concatenate([pos, rv]))
         self.ready_hands = jnp.asarray(np.array(ready), jnp.float32)  # [2, 6] heading frame
         self._qpos0 = jnp.asarray(m.qpos0, jnp.float32)
+        self._arm_start = self._default[NL : NL + NA].copy()  # [14] arm joints at reset
+        if self.cfg.start_hands is not None:
+            for k, mirror in ((0, 1.0), (1, -1.0)):
+                pos = np.asarray(self.cfg.start_hands, float) * [1.0, mirror, 1.0]
+                rot = d.site_xmat[self._grasp[k]].reshape(3, 3)
+                arm = slice(7 * k, 7 * k + 7)
+                q = np.asarray(self.arm_ik(k, jnp.asarray(self._arm_start[arm]), jnp.asarray(pos),
+                                           jnp.asarray(rot), iters=60))  # fmt: skip
+                p, _ = arm_fk(self.params, SIDES[k], jnp.zeros(()), jnp.asarray(q))
+                if np.linalg.norm(np.asarray(p) - pos) > 0.01:
+                    raise ConfigError(f"humanoid: start_hands {self.cfg.start_hands} is out of "
+                                      f"the {SIDES[k]} arm's reach (IK misses it by "
+                                      f"{np.linalg.norm(np.asarray(p) - pos):.3f} m)")  # fmt: skip
+                self._arm_start[arm] = q
 
     def standing_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(qpos [nq], ctrl [nu]) of the robot standing at the origin in the default pose, the
@@ -427,12 +441,12 @@ class HumanoidEnv:
         yaw = face + c.start_heading * cur * u(k[2], -1.0, 1.0)
         qpos = self._qpos0.at[self._qadr].set(self._default)
         arm = slice(NL, NL + NA)
-        arm_q = self._default[arm] + c.arm_randomization * jax.random.uniform(
+        arm_q = self._arm_start + c.arm_randomization * jax.random.uniform(
             k[3], (NA,), minval=-1.0, maxval=1.0
         )
         arm_q = jnp.clip(arm_q, self._lo[arm], self._hi[arm])
         use_arm = jax.random.bernoulli(k[4], c.arm_randomization_prob)
-        qpos = qpos.at[self._qadr[arm]].set(jnp.where(use_arm, arm_q, self._default[arm]))
+        qpos = qpos.at[self._qadr[arm]].set(jnp.where(use_arm, arm_q, self._arm_start))
         qpos = qpos.at[:3].set(jnp.array([xy[0], xy[1], self.stand_height]))
         qpos = qpos.at[3:7].set(jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)]))
         qpos, goal = t.place(self, k[5], qpos)

@@ -136,6 +136,10 @@ class HumanoidConfig:
     floor_friction: tuple[float, float] = (0.6, 1.2)  # foot-floor friction range
     arm_randomization: float = 0.6  # rad, arm joints drawn around the default at reset
     arm_randomization_prob: float = 0.5  # share of episodes with a random arm configuration
+    # left grasp site (x, y, z) in the pelvis frame at reset, the right one mirrored, the arms
+    # solved by IK at construction (None: the default arm pose, hands at the ready poses,
+    # 0.26 m ahead of the pelvis: inside a table task's box)
+    start_hands: tuple[float, float, float] | None = None
 
     # -- task geometry (each task's defaults override these) ----------------------------------
     table_height: float = 0.70  # m (estimate: G1 hands reach 0.6-1.0 m comfortably)

@@ -360,3 +360,14 @@ def test_exported_policy_runs_without_the_package_and_matches(tiny_run, tiny_par
         exported.load(dest)
     with pytest.raises(ConfigError, match="not trained here"):
         export_policy(tiny_parts, run, "no_such_policy")
+
+
+def test_recorded_frames_merge_with_empty_trailing_axes():
+    """The video recorder merges its (decision, command, LLC step) axes into frames. A scene
+    without mocap bodies records mocap_pos [..., B, 0, 3]; reshape(-1, ...) raised
+    ZeroDivisionError there and the table-lift pipeline lost its video."""
+    from refine_dp_jax.train.hierarchy import merge_leading
+
+    assert merge_leading(jnp.zeros((2, 3, 5, 4, 0, 3)), 3).shape == (30, 4, 0, 3)
+    x = np.arange(2 * 3 * 5 * 4 * 7).reshape(2, 3, 5, 4, 7)
+    np.testing.assert_array_equal(merge_leading(jnp.asarray(x), 3), x.reshape(30, 4, 7))

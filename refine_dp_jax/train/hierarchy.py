@@ -217,6 +217,17 @@ def make_qpos_rollout(
         _, qpos = jax.lax.scan(
             decision, (hs.env, hs.hist, alive), jax.random.split(key, num_decisions)
         )
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), qpos)
+        return jax.tree.map(lambda x: merge_leading(x, 3), qpos)
 
     return rollout
+
+
+def merge_leading(x: jax.Array, n: int) -> jax.Array:
+    """``x`` with its first ``n`` axes merged into one. Spelled out rather than with -1, which
+    cannot be inferred when another axis is empty: a scene without mocap bodies records
+    mocap_pos [.., 0, 3], and reshape(-1, ...) raised ZeroDivisionError (the table-lift
+    pipeline lost its video to it)."""
+    lead = 1
+    for size in x.shape[:n]:
+        lead *= size
+    return x.reshape((lead,) + x.shape[n:])

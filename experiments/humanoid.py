@@ -170,9 +170,9 @@ def humanoid_llc_walk_tiny() -> ExperimentConfig:
     )  # fmt: skip
 
 
-def table_task(task: str, llc_checkpoint: str = STAND_LLC) -> ExperimentConfig:
+def table_task(task: str, llc_checkpoint: str = STAND_LLC, demos: int = 30) -> ExperimentConfig:
     """REFINE-DP on a humanoid task with a stored LLC (the committed standing LLC for the
-    table tasks)."""
+    table tasks), pre-trained on ``demos`` planner demonstrations."""
     stand = humanoid_llc_stand()
     return ExperimentConfig(
         env=f"humanoid_{task}",
@@ -180,7 +180,7 @@ def table_task(task: str, llc_checkpoint: str = STAND_LLC) -> ExperimentConfig:
         hold=5,  # 10 Hz DP over the 50 Hz LLC
         llc=replace(stand.llc, iterations=0),  # networks of the stored LLC; PPO in joint mode
         llc_checkpoint=llc_checkpoint,
-        demos=DemoConfig(num_episodes=30, batch_envs=64, max_batches=10),
+        demos=DemoConfig(num_episodes=demos, batch_envs=64, max_batches=10),
         diffusion=DiffusionConfig(
             obs_history=8,  # To = 8 (paper)
             horizon=12,  # Ta = 12 (paper)
@@ -228,8 +228,11 @@ def table_task(task: str, llc_checkpoint: str = STAND_LLC) -> ExperimentConfig:
     )
 
 
-for _task in ("table_lift", "table_place"):
-    register(f"humanoid_{_task}")(lambda t=_task: table_task(t))
+# table_lift: 10 demonstrations (its planner succeeds in 97 % of them since the scene fixes
+# of 2026-12-05; pre-trained on 30, the DP lifted 96.5 % of 200 boxes at the widened ranges,
+# no room left for fine-tuning: docs/results/table_lift)
+register("humanoid_table_lift")(lambda: table_task("table_lift", demos=10))
+register("humanoid_table_place")(lambda: table_task("table_place"))
 
 
 # The paper's four tasks at full size: they need the walking LLC (WALK_LLC), not trained yet.

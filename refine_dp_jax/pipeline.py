@@ -699,7 +699,8 @@ def make_evaluator(parts: Parts, plan, num_envs: int, env=None, llc_ppo=None):
 
 def stage_evaluate(parts: Parts, out: str) -> dict:
     """Success rate (first episode of each of ``eval_episodes`` envs, deterministic sampling),
-    completion time, hand tracking error for every policy; a video; a bar chart."""
+    completion time, hand tracking error for every policy; a video of the fine-tuned policy
+    that succeeded most; a bar chart."""
     path = stage_dir(out, "eval")
     if (done := read_done(path)) is not None:
         return done
@@ -741,7 +742,9 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
         json.dump(results, f, indent=1)
     _plot_success(results, os.path.join(path, "success.png"))
     video = None
-    best = "finetune_joint" if "finetune_joint" in policies else list(policies)[-1]
+    # the video shows the fine-tuned DP policy that succeeded most (ties: the later stage)
+    tuned = [n for n in policies if n != "pretrained"] or ["pretrained"]
+    best = max(reversed(tuned), key=lambda n: results[n]["success_rate"])
     if cfg.video_episodes > 0:
         try:
             rec = jax.jit(

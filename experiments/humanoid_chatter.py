@@ -38,6 +38,7 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
     from refine_dp_jax.envs.base import command_limiter, denormalize_command, normalize_command
     from refine_dp_jax.envs.wrappers import select
     from refine_dp_jax.policy_store import load_llc
+    from refine_dp_jax.train.hierarchy import merge_leading
 
     cfg = experiment_config(experiment, ())
     parts = pipeline.build(cfg)  # the stored LLC is checked against the experiment's own env
@@ -79,7 +80,7 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
 
         _, out = jax.lax.scan(command_step, (s, jnp.ones(num_envs)),
                               jax.random.split(k_noise, n_cmd))  # fmt: skip
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+        return jax.tree.map(lambda x: merge_leading(x, 2), out)
 
     alive, qmax, qdof, exploded, success, fell, lost, timeout, rise, grip = jax.device_get(
         run(jax.random.PRNGKey(seed))

@@ -539,9 +539,9 @@ def test_an_object_pressed_down_off_centre_stays_on_the_table(task):
 
 @pytest.mark.parametrize("task", ["humanoid_table_lift", "humanoid_table_place"])
 def test_standing_tasks_start_with_the_hands_clear_of_the_object(task):
-    """At reset the arms hold the hands tucked in beside the hips (``start_hands``, solved by
-    IK), not at the default pose's ready poses 0.26 m ahead of the pelvis, where the grippers
-    were inside the table-lift box and kicked it over at the first step. Checked in plain
+    """At reset the arms hold the hands wide of the object (``start_hands``, solved by IK),
+    not at the default pose's ready poses 0.26 m ahead of the pelvis, where the grippers were
+    inside the table-lift box and kicked it over at the first step. Checked in plain
     MuJoCo at the nearest start (the object 0.28 m ahead): no gripper geom touches the object,
     and the grasp sites sit where the config puts them."""
     env = envs.make(task)

@@ -277,10 +277,11 @@ class HumanoidEnv:
                 q = np.asarray(self.arm_ik(k, jnp.asarray(self._arm_start[arm]), jnp.asarray(pos),
                                            jnp.asarray(rot), iters=60))  # fmt: skip
                 p, _ = arm_fk(self.params, SIDES[k], jnp.zeros(()), jnp.asarray(q))
-                if np.linalg.norm(np.asarray(p) - pos) > 0.01:
+                miss = float(np.linalg.norm(np.asarray(p) - pos))
+                if miss > 0.01:
                     raise ConfigError(f"humanoid: start_hands {self.cfg.start_hands} is out of "
                                       f"the {SIDES[k]} arm's reach (IK misses it by "
-                                      f"{np.linalg.norm(np.asarray(p) - pos):.3f} m)")  # fmt: skip
+                                      f"{miss:.3f} m)")  # fmt: skip
                 self._arm_start[arm] = q
 
     def standing_state(self) -> tuple[np.ndarray, np.ndarray]:
@@ -396,7 +397,7 @@ class HumanoidEnv:
         ref_b = (jnp.concatenate([ref[:, :2], ref_z[:, None]], axis=1) - f.base_pos) @ h
         feet_b = (f.sole_pos - f.base_pos) @ h
         forces = self._foot_forces(data) @ h
-        height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
+        height = self.base_height(f)
         priv = jnp.concatenate([
             obs, ref_b.reshape(-1), feet_b.reshape(-1), f.lin_vel_b, 0.01 * forces.reshape(-1),
             height[None], task.payload, task.friction[None], 0.01 * task.push_force,
@@ -607,7 +608,7 @@ class HumanoidEnv:
         rate2 = jnp.square(a - last_a)
         ankles = np.array([4, 5, 10, 11])
         moving = self.moving(command)
-        height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
+        height = self.base_height(f)
         lo, hi = c.base_height_band
         out = jnp.maximum(lo - height, 0.0) + jnp.maximum(height - hi, 0.0)
         lower = {
@@ -659,11 +660,15 @@ class HumanoidEnv:
         speed (the feet step), else 0.0."""
         return (jnp.max(jnp.abs(command[:3])) > self.footsteps.stand_speed).astype(jnp.float32)
 
+    @staticmethod
+    def base_height(f: Features) -> jax.Array:
+        """[] m, the pelvis above the mean height of the two soles."""
+        return f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
+
     def fallen(self, f: Features) -> jax.Array:
         """[] bool: the pelvis too low above the soles or tilted too far (the episode ends)."""
         c = self.cfg
-        height = f.base_pos[2] - jnp.mean(f.sole_pos[:, 2])
-        return (height < c.min_base_height) | (f.gravity[2] > -jnp.cos(c.max_tilt))
+        return (self.base_height(f) < c.min_base_height) | (f.gravity[2] > -jnp.cos(c.max_tilt))
 
     def _metrics(self, f: Features, command, task: TaskState, foot_err, vel_err):
         pos_err, rot_err = self._hand_errors(f, command)
@@ -678,7 +683,7 @@ class HumanoidEnv:
             # commanded direction (body frame; 0 for a zero command)
             "cmd_speed": cmd_speed,
             "speed_along_cmd": jnp.dot(f.lin_vel_b[:2], command[:2]) / jnp.maximum(cmd_speed, 1e-6),
-            "base_height": f.base_pos[2] - jnp.mean(f.sole_pos[:, 2]),
+            "base_height": self.base_height(f),
             "upright": -f.gravity[2],
             "fallen": self.fallen(f).astype(jnp.float32),
             "goal_dist": jnp.linalg.norm(f.obj_pos - task.goal),

@@ -166,7 +166,7 @@ def make_hier_rollout(
 
         hs, (decs, trs) = jax.lax.scan(decision, hs, jax.random.split(key, num_decisions))
         if record_llc:  # [T, Ta_exec, hold, B, ...] -> [T * Ta_exec * hold, B, ...]
-            trs = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[3:]), trs)
+            trs = jax.tree.map(lambda x: merge_leading(x, 3), trs)
         return hs, decs, trs
 
     return rollout

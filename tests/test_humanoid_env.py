@@ -95,21 +95,25 @@ def test_table_lift_success():
 
 
 def test_table_place_success():
-    """Released, resting in the goal disc on the table (the long pick-and-place's test)."""
+    """Released, resting in the goal disc on the table: a box squeezed between the two jaws
+    and set down in the disc is not placed until neither jaw is within 2 cm of its sides."""
     env = envs.make("humanoid_table_place")
     c = env.cfg
-    goal = (0.0, -c.place_offset, c.table_height + c.object_half[2])
+    goal = (0.0, -c.place_offset, c.table_height + c.box_half[2])
     task = env.blank_task(goal=goal)
-    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=goal), task) == 1.0
+    # the default arm pose holds the hands 0.18 m either side of the pelvis: a pelvis in
+    # line with the box leaves both jaws 4 cm clear of its sides (hy = 0.14 m)
+    clear = (-0.4, goal[1])
+    assert _succ(env, _state(env, base=clear, obj=goal), task) == 1.0
     start = (0.0, 0.0, goal[2])  # where it starts: outside the disc
-    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=start), task) == 0.0
+    assert _succ(env, _state(env, base=clear, obj=start), task) == 0.0
     edge = (0.0, -c.place_offset + 1.2 * c.goal_radius, goal[2])
-    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=edge), task) == 0.0
+    assert _succ(env, _state(env, base=clear, obj=edge), task) == 0.0
     lifted = (0.0, -c.place_offset, goal[2] + 0.05)  # above the disc, not resting
-    assert _succ(env, _state(env, base=(-0.4, -0.12), obj=lifted), task) == 0.0
-    held = _state(env, joints={"right_finger": env.params.finger_stroke}, forward_obj_at_hand=True)
-    a = env.obj_qadr
-    assert _succ(env, held, env.blank_task(goal=np.asarray(held.qpos[a : a + 3]))) == 0.0
+    assert _succ(env, _state(env, base=clear, obj=lifted), task) == 0.0
+    # the pelvis 5 cm to the side: one hand 1 cm inside the line where its jaw touches the box
+    held = _state(env, base=(-0.4, goal[1] + 0.05), obj=goal)
+    assert _succ(env, held, task) == 0.0
 
 
 def test_llc_env_never_succeeds():
@@ -518,7 +522,7 @@ def test_an_object_pressed_down_off_centre_stays_on_the_table(task):
     of the way to each +x top corner in turn)."""
     env = envs.make(task)
     m = env.mj_model
-    body = m.body("box" if task.endswith("lift") else "object")
+    body = m.body("box")
     half = np.asarray(m.geom(f"{body.name}_geom").size)
     rest = env.cfg.table_height + half[2]
     for sy in (-1.0, 1.0):
@@ -553,7 +557,7 @@ def test_standing_tasks_start_with_the_hands_clear_of_the_object(task):
     arm = env._qadr[12:26]
     d.qpos[arm] = env._arm_start
     mujoco.mj_forward(m, d)
-    obj = m.geom("box_geom" if task.endswith("lift") else "object_geom").id
+    obj = m.geom("box_geom").id
     touching = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, int(g))
                 for c in d.contact[: d.ncon] for g in (c.geom1, c.geom2)
                 if obj in (c.geom1, c.geom2) and g != obj]  # fmt: skip
@@ -565,7 +569,7 @@ def test_standing_tasks_start_with_the_hands_clear_of_the_object(task):
     # the default arm pose (what the tasks started from before) puts a gripper in the box
     d.qpos[arm] = env._default[12:26]
     mujoco.mj_forward(m, d)
-    if task.endswith("lift"):
+    if task.endswith("lift"):  # (the place box starts 10 cm to the left of the pelvis)
         assert any(obj in (c.geom1, c.geom2) for c in d.contact[: d.ncon])
 
 

@@ -111,6 +111,7 @@ class TaskState:
     reward_curriculum: jax.Array  # [] in [0, 1]: interpolates the curriculum reward weights
     arm_ref: jax.Array  # [14] arm prior: PD targets the arm residual is added to
     latched: jax.Array  # [] 1.0 while the door (if any) is latched shut
+    obj_start: jax.Array  # [3] where the task object was at reset (world; planners' memory)
 
 
 @struct.dataclass
@@ -474,6 +475,7 @@ class HumanoidEnv:
             prev_hand_pos=f.hand_pos, prev_hand_vel=jnp.zeros((2, 3)), payload=payload,
             friction=friction, push_force=push_force, push_start=push_start, push_end=push_end,
             reward_curriculum=jnp.zeros(()), arm_ref=f.q[NL : NL + NA], latched=jnp.ones(()),
+            obj_start=f.obj_pos,
         )  # fmt: skip
         cmd = jnp.concatenate([jnp.zeros(3), f.hand_pose_b.reshape(-1), -jnp.ones(2)])
         cmd = jnp.clip(cmd, self.command_low, self.command_high)
@@ -770,6 +772,7 @@ class HumanoidEnv:
             push_force=jnp.zeros(3), push_start=jnp.zeros((), jnp.int32),
             push_end=jnp.zeros((), jnp.int32), reward_curriculum=jnp.zeros(()),
             arm_ref=jnp.asarray(self._default[NL : NL + NA], jnp.float32), latched=jnp.ones(()),
+            obj_start=jnp.zeros(3),
         )  # fmt: skip
 
     def is_success(self, data, task: TaskState) -> jax.Array:

@@ -236,41 +236,18 @@ def _box_expert(env, state, f: Features, standing: bool = False, rot=(0.0, 0.0, 
     would follow it wherever the jaws push it (measured: it was squeezed sideways off the
     robot's reach) and raise themselves with it."""
     c = env.cfg
-    hy = c.box_half[1] + env.params.jaw_offset  # hand centre line when the jaw touches the box
     obj_b = f.obj_b
     if standing:
-        rest = state.task.goal - jnp.array([0.0, 0.0, c.lift_height])  # the box's start
-        obj_b = jnp.concatenate([rot2d(f.yaw).T @ (rest[:2] - f.base_pos[:2]),
-                                 (rest[2] - f.base_pos[2])[None]])  # fmt: skip
+        obj_b = _to_heading(f, state.task.goal - jnp.array([0.0, 0.0, c.lift_height]))  # start
     prev = state.command
     stand = f.obj_pos[:2] + jnp.array([-0.40, 0.0])
     vel, _ = walk_to(f, stand, 0.0, c)
     vel = jnp.zeros(3) if standing else vel
     at_stand = jnp.all(vel == 0.0)
-    side = jnp.array([0.0, 1.0, 0.0])
-    pre_l, pre_r = obj_b + (hy + 0.06) * side, obj_b - (hy + 0.06) * side
-    if standing:  # a hand not yet beside the box goes sideways behind it first (measured: a
-        # hand swept forward from between the box and the robot pushed the box out of reach)
-        back = obj_b[0] - c.box_half[0] - 0.06
-        hands_y = f.hand_pose_b[:, 1] - obj_b[1]
-        beside = jnp.stack([hands_y[0] > hy + 0.03, hands_y[1] < -(hy + 0.03)])
-        pre_l = jnp.where(beside[0], pre_l, pre_l.at[0].min(back))
-        pre_r = jnp.where(beside[1], pre_r, pre_r.at[0].min(back))
-    depth = 0.04 if standing else 0.02  # squeeze targets this far inside the box's sides
-    sq_l, sq_r = obj_b + (hy - depth) * side, obj_b - (hy - depth) * side
-    near = lambda a, b, tol: jnp.linalg.norm(a[:2] - b[:2]) < tol
-    hands = f.hand_pose_b[:, :3]
-    at_pre = near(hands[0], pre_l, 0.03) & near(hands[1], pre_r, 0.03)
-    squeeze = (prev[15] > 0) | (at_stand & at_pre)
-    # held: both jaws on the box's sides (the hands stop at the box, short of the squeeze
-    # targets), or the box already off the table (nothing else holds it up)
-    box = f.obj_b
-    on_sides = near(hands[0], box + hy * side, 0.04) & near(hands[1], box - hy * side, 0.04)
-    gripped = (prev[15] > 0) & (on_sides | (f.obj_pos[2] > c.table_height + c.box_half[2] + 0.02))
+    tl, tr, squeeze, gripped = _squeeze(env, f, prev, obj_b, standing, at_stand)
     # standing: the box hangs ~8 cm below the jaws (it pivots about the two pad contacts)
     lift = jnp.where(gripped, c.lift_height + (0.12 if standing else 0.08), 0.0)
-    tl = jnp.where(squeeze, sq_l + lift * jnp.array([0.0, 0.0, 1.0]), pre_l)
-    tr = jnp.where(squeeze, sq_r + lift * jnp.array([0.0, 0.0, 1.0]), pre_r)
+    tl, tr = tl + lift * UP, tr + lift * UP
     tl = jnp.where(at_stand | squeeze, tl, env.ready_hands[0, :3])
     tr = jnp.where(at_stand | squeeze, tr, env.ready_hands[1, :3])
     if standing:  # a box beyond the arms' reach is not chased (the robot would fall)
@@ -279,6 +256,49 @@ def _box_expert(env, state, f: Features, standing: bool = False, rot=(0.0, 0.0, 
     grip = jnp.where(squeeze, 1.0, -1.0) * jnp.ones(2)
     cmd = compose(vel, _pose(tl, rot), _pose(tr, rot), grip)
     return finish(env, state, cmd, f if standing else None)
+
+
+UP, SIDE = jnp.array([0.0, 0.0, 1.0]), jnp.array([0.0, 1.0, 0.0])
+
+
+def _to_heading(f: Features, p: jax.Array) -> jax.Array:
+    """World point [3] -> heading frame relative to the pelvis."""
+    xy = rot2d(f.yaw).T @ (p[:2] - f.base_pos[:2])
+    return jnp.concatenate([xy, (p[2] - f.base_pos[2])[None]])
+
+
+def _squeeze(env, f: Features, prev, box_b, standing: bool, at_stand=True):
+    """Hand targets [3] each (heading frame) of a bimanual squeeze of the box ``box_b``
+    (heading frame; fixed where the box was put when ``standing``): first beside it, 6 cm out
+    from its sides, then 4 cm (walking: 2 cm) inside them. Returns (left, right, squeeze,
+    gripped): squeeze is remembered by the left gripper command (+1 from the squeeze on: the
+    fingers do not touch the box), gripped = squeezing with both jaws on the box's sides or
+    the box off the table."""
+    c = env.cfg
+    hy = c.box_half[1] + env.params.jaw_offset  # hand centre line when the jaw touches the box
+    pre_l, pre_r = box_b + (hy + 0.06) * SIDE, box_b - (hy + 0.06) * SIDE
+    hands = f.hand_pose_b[:, :3]
+    if standing:  # a hand not yet beside the box goes sideways behind it first (measured: a
+        # hand swept forward from between the box and the robot pushed the box out of reach)
+        back = box_b[0] - c.box_half[0] - 0.06
+        hands_y = hands[:, 1] - box_b[1]
+        beside = jnp.stack([hands_y[0] > hy + 0.03, hands_y[1] < -(hy + 0.03)])
+        pre_l = jnp.where(beside[0], pre_l, pre_l.at[0].min(back))
+        pre_r = jnp.where(beside[1], pre_r, pre_r.at[0].min(back))
+    depth = 0.04 if standing else 0.02  # squeeze targets this far inside the box's sides
+    sq_l, sq_r = box_b + (hy - depth) * SIDE, box_b - (hy - depth) * SIDE
+    near = lambda a, b, tol: jnp.linalg.norm(a[:2] - b[:2]) < tol
+    at_pre = near(hands[0], pre_l, 0.03) & near(hands[1], pre_r, 0.03)
+    squeeze = (prev[15] > 0) | (at_stand & at_pre)
+    # held: both jaws on the box's sides (the hands stop at the box, short of the squeeze
+    # targets), or the box already off the table (nothing else holds it up)
+    box = f.obj_b
+    on_sides = near(hands[0], box + hy * SIDE, 0.04) & near(hands[1], box - hy * SIDE, 0.04)
+    off_table = f.obj_pos[2] > c.table_height + c.box_half[2] + 0.02
+    gripped = (prev[15] > 0) & (on_sides | off_table)
+    tl = jnp.where(squeeze, sq_l, pre_l)
+    tr = jnp.where(squeeze, sq_r, pre_r)
+    return tl, tr, squeeze, gripped
 
 
 # -- long pick and place ----------------------------------------------------------------------
@@ -557,57 +577,76 @@ def _table_lift_expert(env, state, f: Features):
 
 
 def _table_place_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
-    spec = robot_scene("humanoid_table_place", p, o)
-    top = add_table(spec, "table", TABLE_CENTRE, (0.3, 0.45), c.table_height)
+    """The table-lift scene (a box squeezed between the two jaws) with a goal disc
+    ``place_offset`` to the right of where the box starts."""
+    spec = _table_lift_scene(c, p, o)
     add_goal_marker(spec, c.goal_radius, (0.0, -c.place_offset, c.table_height + 0.002))
-    corners = add_free_box(spec, "object", c.object_half, c.object_mass,
-                           (0, 0, c.table_height + c.object_half[2]),
-                           rgba=(0.2, 0.4, 0.9, 1))  # fmt: skip
-    add_pairs(spec, corners, [top], OBJECT_FRICTION)
-    add_pairs(spec, gripper_pad_geoms(p, "right"), ["object_geom"], FINGER_FRICTION, GRIP_CONDIM,
-              GRIP_TORSION)  # fmt: skip
     return spec
 
 
 def _table_place_place(env, key, qpos):
     c = env.cfg
-    qpos = _place_on_table(env, key, qpos, c.object_half)
-    goal = jnp.array([0.0, -c.place_offset, c.table_height + c.object_half[2]])
+    qpos = _place_on_table(env, key, qpos, c.box_half)
+    goal = jnp.array([0.0, -c.place_offset, c.table_height + c.box_half[2]])
     return qpos, goal
 
 
+def _box_released(env, f: Features):
+    """Neither jaw within 2 cm of the box's side planes (sideways, heading frame)."""
+    hy = env.cfg.box_half[1] + env.params.jaw_offset
+    lateral = jnp.abs(f.hand_pose_b[:, 1] - f.obj_b[1])
+    return jnp.all(lateral > hy + 0.02)
+
+
+def _table_place_condition(env, f: Features, task: TaskState):
+    """Box inside the goal disc, resting on the table, still, both jaws off it."""
+    c = env.cfg
+    inside = jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < c.goal_radius
+    resting = jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02
+    still = jnp.linalg.norm(f.obj_vel) < 0.1
+    return inside & resting & still & _box_released(env, f)
+
+
+RAISE = 0.08  # m, table place: hands raised this much above the squeeze to carry the box
+
+
 def _table_place_expert(env, state, f: Features):
-    """Right-hand pick of the block (behind it, slide around it, close, lift), carry it across
-    the table above the goal disc, lower it, open, withdraw. Base velocity 0."""
+    """Bimanual pick and place, base velocity 0: squeeze the box where it was put (as the
+    table lift), raise it, carry it sideways over the disc, lower it, open the arms wide of it.
+    The left gripper command remembers the squeeze, the right one the release (+1 from the
+    release on). The carry targets are fixed by the goal, the squeeze targets by the box's
+    start (targets that follow a pushed box run away with it)."""
     c = env.cfg
     prev = state.command
-    stand = f.base_pos[:2]  # no walking: grasp_plan's stand pose is where the robot is
-    # servoed hands (finish) line up finely before the slide around the block
-    # grasp 2 cm below the block's centre (a pad's push that low should slide the block
-    # rather than tip it). Measured through the committed LLC: 2 of 64 planner episodes
-    # succeed; in ~55 % the gripper still tips the block over (docs/humanoid.md)
-    rest_z = c.table_height + c.object_half[2] - 0.02 - f.base_pos[2]
-    _, hand_pick, grip_pick, holding = grasp_plan(env, f, f.obj_b, prev[16], stand, f.yaw, 0.08,
-                                                  align=0.015, rest_z=rest_z)  # fmt: skip
-    hand_pick = hand_pick.at[3:].set(jnp.asarray(GRASP_ROT))
-    goal = state.task.goal
-    goal_b = rot2d(f.yaw).T @ (goal[:2] - f.base_pos[:2])
-    lifted = f.obj_pos[2] > c.table_height + c.object_half[2] + 0.05
-    above = jnp.concatenate([goal_b + jnp.array([0.0, -0.012]),
-                             (goal[2] + 0.08 - f.base_pos[2])[None]])  # fmt: skip
-    lower = above.at[2].set(goal[2] + 0.01 - f.base_pos[2])
-    over_goal = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < 0.5 * c.goal_radius
-    down = f.obj_pos[2] < goal[2] + 0.015
-    carry = holding & (lifted | over_goal)
-    hand = jnp.where(over_goal, lower, above)
-    grip = jnp.where(over_goal & down, -1.0, 1.0)
-    placed = jnp.linalg.norm(f.obj_pos[:2] - goal[:2]) < c.goal_radius
-    done = placed & ~holding & ~(prev[16] > 0)
-    right = jnp.where(carry, _pose(hand, GRASP_ROT), hand_pick)
-    grip = jnp.where(carry, grip, grip_pick)
-    right = jnp.where(done, env.ready_hands[1], right)
-    grip = jnp.where(done | (placed & ~holding), -1.0, grip)
-    cmd = compose(jnp.zeros(3), env.ready_hands[0], right, jnp.stack([-1.0, grip]))
+    start_b = _to_heading(f, state.task.obj_start)
+    goal_b = _to_heading(f, state.task.goal)
+    tl, tr, squeeze, gripped = _squeeze(env, f, prev, start_b, standing=True)
+    carry = (goal_b - start_b) * jnp.array([1.0, 1.0, 0.0])  # sideways, at the start height
+    # memory of the carry: the previous hand commands' midpoint past halfway to the goal (a
+    # servo offset is at most 6 cm; a box dropped on the way is not dragged back to its start)
+    mid = 0.5 * (prev[3:5] + prev[9:11]) - 0.5 * (tl[:2] + tr[:2])
+    carried = squeeze & (jnp.dot(mid, carry[:2]) > 0.5 * jnp.dot(carry[:2], carry[:2]))
+    rest_z = c.table_height + c.box_half[2]
+    raised = f.obj_pos[2] > rest_z + 0.02
+    over = jnp.linalg.norm(f.obj_pos[:2] - state.task.goal[:2]) < 0.5 * c.goal_radius
+    # raise in place, carry raised (the box hangs below the jaws), lower over the disc (3 cm
+    # below the squeeze height: a box hanging tilted comes down flat)
+    lift = jnp.where(over, -0.03, RAISE)
+    shift = jnp.where(raised | over | carried, carry, 0.0)
+    moved = jnp.where(gripped | carried, shift + lift * UP, 0.0)
+    tl, tr = tl + moved, tr + moved
+    lowered = jnp.all(f.hand_pose_b[:, 2] < jnp.stack([tl[2], tr[2]]) + 0.03)
+    down = f.obj_pos[2] < rest_z + 0.015  # the box rests on the table (jaws still on it)
+    released = (prev[16] > 0) | (squeeze & over & (lowered | down))
+    # released: both hands 10 cm out from the sides of a box on the goal, 4 cm up (fixed:
+    # targets that follow the box pushed it off the table)
+    hy = c.box_half[1] + env.params.jaw_offset
+    out_l = goal_b + (hy + 0.10) * SIDE + 0.04 * UP
+    out_r = goal_b - (hy + 0.10) * SIDE + 0.04 * UP
+    tl = jnp.where(released, out_l, tl).at[0].min(STANDING_REACH_X)
+    tr = jnp.where(released, out_r, tr).at[0].min(STANDING_REACH_X)
+    grip = jnp.stack([jnp.where(squeeze, 1.0, -1.0), jnp.where(released, 1.0, -1.0)])
+    cmd = compose(jnp.zeros(3), _pose(tl, GRASP_ROT), _pose(tr, GRASP_ROT), grip)
     return finish(env, state, cmd, f)
 
 
@@ -678,19 +717,23 @@ TASKS: dict[str, TaskSpec] = {
             name="humanoid_table_place",
             defaults=(
                 ("episode_seconds", 15.0),
-                ("start_distance", (0.28, 0.32)),
-                # 4 cm wide (2 cm clearance each side in the open gripper, about the trained
-                # LLC's hand error; 5 cm left 1.5 cm and the jaws knocked the block over)
-                ("object_half", (0.02, 0.02, 0.045)),
+                ("start_distance", (0.30, 0.34)),
+                # a 20 x 20 x 16 cm box of 0.5 kg squeezed between the two jaws (the table
+                # lift's grasp): a 4 x 4 x 9 cm block pinched in the right gripper tipped over
+                # in 47 of 54 failed planner episodes (10 % success, docs/humanoid.md)
+                ("box_half", (0.10, 0.10, 0.08)),
+                ("box_mass", 0.5),
+                ("place_offset", 0.20),
                 *STANDING_START,
             ),
             build_scene=_table_place_scene,
-            object_site="object",
-            object_joint="object",
-            anchor=lambda c: (0.0, 0.03),  # block 3 cm right of the pelvis, goal further right
+            object_site="box",
+            object_joint="box",
+            # the robot faces the midpoint: box 10 cm left of the pelvis, disc 10 cm right
+            anchor=lambda c: (0.0, -c.place_offset / 2),
             place=_table_place_place,
-            condition=_pp_condition,
-            dropped=_on_table_dropped,
+            condition=_table_place_condition,
+            dropped=_box_dropped,
             expert=_table_place_expert,
             walks=False,
             stands=True,

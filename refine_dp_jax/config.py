@@ -254,6 +254,11 @@ class DPPOConfig:
     # a noisier critic. Off by default: on the testbed it saves ~10 % of the update there and
     # its learning curve was not better (README, "DPPO fidelity and speed").
     critic_per_decision: bool = False
+    # Extra critic-only epochs after the DPPO epochs: V(s) regressed on the batch's returns
+    # over its decisions, in ``minibatches`` minibatches per epoch, Adam at critic_lr. With
+    # one DPPO epoch of one minibatch (the humanoid tasks' regime) the critic otherwise gets
+    # one gradient step per iteration and the advantages stay as noisy as the raw returns.
+    critic_epochs: int = 0
 
     def __post_init__(self):
         check_fields(self, {
@@ -263,6 +268,7 @@ class DPPOConfig:
             "logprob_std_floor": POSITIVE, "noise_clip": POSITIVE, "x0_clip": POSITIVE,
             "final_clip": POSITIVE, "epochs": ONE_PLUS, "minibatches": ONE_PLUS,
             "critic_warmup_iters": NONNEG, "max_grad_norm": NONNEG, "critic_hidden": WIDTHS,
+            "critic_epochs": NONNEG,
         })  # fmt: skip
         _check(
             0 < self.clip_eps_base <= self.clip_eps,

@@ -91,3 +91,31 @@ def test_update_fits_the_critic_in_both_modes(setup):
             lrn, _ = jax.jit(fns[per_dec].update)(lrn, batch, k)
         v = float(jnp.mean(jnp.square(fns[per_dec].value(lrn.critic, batch.cond) - batch.returns)))
         assert v < 0.7 * v0, (per_dec, v, v0)
+
+
+def test_critic_epochs_fit_the_returns_and_leave_the_actor_alone(setup):
+    """``critic_epochs``: extra critic-only passes after the DPPO epochs. With one epoch of
+    one minibatch (the humanoid tasks' regime) the actor's step is the same with or without
+    them, and the critic's squared error on the batch's returns falls well below what the
+    one joint step leaves."""
+    dcfg, fns, learner, batch = setup
+    den, critic = make_denoiser(dcfg.denoiser), Critic(hidden=(16, 16))
+    cfg = lambda e: DPPOConfig(epochs=1, minibatches=1, critic_warmup_iters=0, critic_epochs=e)
+    out = {}
+    for e in (0, 100):
+        f = make_dppo(den, critic, dcfg, cfg(e), DA)
+        new, metrics = jax.jit(f.update)(learner, batch, jax.random.key(7))
+        v = f.value(new.critic, batch.cond)
+        out[e] = (new, float(jnp.mean(jnp.square(v - batch.returns))), metrics)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6),
+        out[0][0].actor, out[100][0].actor,
+    )  # fmt: skip
+    assert not np.allclose(np.asarray(jax.tree.leaves(out[0][0].actor)[0]),
+                           np.asarray(jax.tree.leaves(learner.actor)[0]))  # fmt: skip
+    before = float(
+        jnp.mean(jnp.square(fns[True].value(learner.critic, batch.cond) - batch.returns))
+    )
+    assert out[100][1] < 0.6 * min(before, out[0][1]), (before, out[0][1], out[100][1])
+    assert out[100][2]["v_loss_after_critic_epochs"].shape == ()
+    assert "v_loss_after_critic_epochs" not in out[0][2]

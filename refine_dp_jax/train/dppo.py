@@ -101,7 +101,7 @@ def make_dppo(
     against ``pcfg.minibatches`` here, before anything compiles."""
     if num_samples is not None:
         check_divisible(num_samples, pcfg.minibatches, "DPPO update")
-        if pcfg.critic_per_decision:
+        if pcfg.critic_per_decision or pcfg.critic_epochs:
             check_divisible(num_samples // dcfg.ft_steps, pcfg.minibatches, "DPPO critic")
     apply = apply_fn(denoiser)
     capply = apply_fn(critic)
@@ -171,6 +171,29 @@ def make_dppo(
             out = out._replace(loss=out.pg_loss + learner.hyper.vf_coef * v_loss, v_loss=v_loss)
         return out.loss, out
 
+    def fit_critic(learner: DPPOLearner, critic_p, c_opt, batch: DPPOBatch, key):
+        """``critic_epochs`` x ``minibatches`` Adam steps of V(s) on the returns of the
+        batch's decisions; the last minibatch losses [critic_epochs, minibatches]."""
+        n = batch.cond.shape[0]
+        mb_dec = check_divisible(n, pcfg.minibatches, "DPPO critic epochs (decisions)")
+
+        def v_loss(c, idx):
+            return jnp.mean(jnp.square(value(c, batch.cond[idx]) - batch.returns[idx]))
+
+        def step(carry, idx):
+            c, opt = carry
+            loss, g = jax.value_and_grad(v_loss)(c, idx)
+            c, opt, _ = adam_apply(c, g, opt, learner.hyper.critic_lr, 0.0, pcfg.max_grad_norm)
+            return (c, opt), loss
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, n).reshape(pcfg.minibatches, mb_dec)
+            return jax.lax.scan(step, carry, perm)
+
+        keys = jax.random.split(key, pcfg.critic_epochs)
+        (critic_p, c_opt), losses = jax.lax.scan(epoch, (critic_p, c_opt), keys)
+        return critic_p, c_opt, losses
+
     def update(learner: DPPOLearner, batch: DPPOBatch, key):
         n = batch.cond.shape[0]
         total = n * n_ft
@@ -210,9 +233,14 @@ def make_dppo(
             )
             return jax.lax.scan(minibatch, carry, (perm, dec))
 
+        # (the epochs' key is ``key`` itself without critic epochs: runs reproduce as before)
+        k_epochs, k_critic = jax.random.split(key) if pcfg.critic_epochs else (key, None)
         carry = (learner.actor, learner.critic, learner.actor_opt, learner.critic_opt)
-        carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(key, pcfg.epochs))
+        carry, metrics = jax.lax.scan(epoch, carry, jax.random.split(k_epochs, pcfg.epochs))
         actor, critic_p, a_opt, c_opt = carry
+        if pcfg.critic_epochs:
+            critic_p, c_opt, v_loss = fit_critic(learner, critic_p, c_opt, batch, k_critic)
+            metrics["v_loss_after_critic_epochs"] = v_loss
         learner = learner.replace(
             actor=actor, critic=critic_p, actor_opt=a_opt, critic_opt=c_opt,
             iteration=learner.iteration + 1,

@@ -335,13 +335,16 @@ def _released(env, f: Features):
     return opening_ok | (jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) > 0.10)
 
 
+def _at_rest_in_disc(env, f: Features, task: TaskState):
+    """Object inside the goal disc, resting on the table (the goal's height), still."""
+    inside = jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < env.cfg.goal_radius
+    resting = jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02
+    return inside & resting & (jnp.linalg.norm(f.obj_vel) < 0.1)
+
+
 def _pp_condition(env, f: Features, task: TaskState):
     """Block inside the goal disc, resting on table B, at rest, released."""
-    c = env.cfg
-    inside = jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < c.goal_radius
-    resting = jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02
-    still = jnp.linalg.norm(f.obj_vel) < 0.1
-    return inside & resting & still & _released(env, f)
+    return _at_rest_in_disc(env, f, task) & _released(env, f)
 
 
 def _on_table_dropped(env, f: Features):
@@ -600,11 +603,7 @@ def _box_released(env, f: Features):
 
 def _table_place_condition(env, f: Features, task: TaskState):
     """Box inside the goal disc, resting on the table, still, both jaws off it."""
-    c = env.cfg
-    inside = jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < c.goal_radius
-    resting = jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02
-    still = jnp.linalg.norm(f.obj_vel) < 0.1
-    return inside & resting & still & _box_released(env, f)
+    return _at_rest_in_disc(env, f, task) & _box_released(env, f)
 
 
 RAISE = 0.08  # m, table place: hands raised this much above the squeeze to carry the box

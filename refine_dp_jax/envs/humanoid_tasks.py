@@ -146,13 +146,10 @@ def finish(env: HumanoidEnv, state, cmd: jax.Array, f: Features | None = None) -
 
 
 def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.Array,
-               stand_xy, stand_yaw, lift: float, align: float = 0.025,
-               rest_z: jax.Array | None = None):  # fmt: skip
+               stand_xy, stand_yaw, lift: float):  # fmt: skip
     """Right-hand pick of a block at ``obj_b`` (body frame): walk to the stand pose, bring the
-    open gripper behind the block to within ``align`` (m) of its line, slide forward around
-    it, close, lift by ``lift``. ``rest_z`` (body frame): the grasp height from the block's
-    resting height rather than its measured one (a target that follows the block follows it
-    down when the hand presses on it, and up when the hand lifts it).
+    open gripper behind the block to within 2.5 cm of its line, slide forward around it,
+    close, lift by ``lift``.
 
     Returns (velocity [3], right hand pose [6], right gripper [], holding [] bool).
     """
@@ -161,8 +158,6 @@ def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.A
     at_stand = jnp.all(vel == 0.0)
     # the block is pushed against the inner (fixed) jaw: aim the hand centre a bit outward
     grasp = obj_b + jnp.array([0.0, -0.012, 0.0])
-    if rest_z is not None:
-        grasp = grasp.at[2].set(rest_z)
     pre = grasp + jnp.array([-0.10, 0.0, 0.0])
     hand_now = f.hand_pose_b[1, :3]
     # holding: closed on something (the finger stopped short of the jaw by the block) near
@@ -170,7 +165,7 @@ def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.A
     in_gripper = jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) < 0.08
     holding = in_gripper & (prev_grip > 0) & (f.grip[1] > c.object_half[1])
     behind = hand_now[0] < obj_b[0] - 0.06
-    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < align
+    aligned = jnp.linalg.norm(hand_now[1:] - pre[1:]) < 0.025
     target = jnp.where(behind & ~aligned, pre, grasp)
     close = jnp.linalg.norm(hand_now - grasp) < 0.02
     target = jnp.where(holding, grasp + jnp.array([0.0, 0.0, lift]), target)

@@ -262,6 +262,11 @@ def _to_heading(f: Features, p: jax.Array) -> jax.Array:
     return jnp.concatenate([xy, (p[2] - f.base_pos[2])[None]])
 
 
+def _jaw_line(env) -> float:
+    """m from the box's centre line to a hand's centre line when its jaw touches the box."""
+    return env.cfg.box_half[1] + env.params.jaw_offset
+
+
 def _squeeze(env, f: Features, prev, box_b, standing: bool, at_stand=True):
     """Hand targets [3] each (heading frame) of a bimanual squeeze of the box ``box_b``
     (heading frame; fixed where the box was put when ``standing``): first beside it, 6 cm out
@@ -270,7 +275,7 @@ def _squeeze(env, f: Features, prev, box_b, standing: bool, at_stand=True):
     fingers do not touch the box), gripped = squeezing with both jaws on the box's sides or
     the box off the table."""
     c = env.cfg
-    hy = c.box_half[1] + env.params.jaw_offset  # hand centre line when the jaw touches the box
+    hy = _jaw_line(env)
     pre_l, pre_r = box_b + (hy + 0.06) * SIDE, box_b - (hy + 0.06) * SIDE
     hands = f.hand_pose_b[:, :3]
     if standing:  # a hand not yet beside the box goes sideways behind it first (measured: a
@@ -591,7 +596,7 @@ def _table_place_place(env, key, qpos):
 
 def _box_released(env, f: Features):
     """Neither jaw within 2 cm of the box's side planes (sideways, heading frame)."""
-    hy = env.cfg.box_half[1] + env.params.jaw_offset
+    hy = _jaw_line(env)
     lateral = jnp.abs(f.hand_pose_b[:, 1] - f.obj_b[1])
     return jnp.all(lateral > hy + 0.02)
 
@@ -634,7 +639,7 @@ def _table_place_expert(env, state, f: Features):
     released = (prev[16] > 0) | (squeeze & over & (lowered | down))
     # released: both hands 10 cm out from the sides of a box on the goal, 4 cm up (fixed:
     # targets that follow the box pushed it off the table)
-    hy = c.box_half[1] + env.params.jaw_offset
+    hy = _jaw_line(env)
     out_l = goal_b + (hy + 0.10) * SIDE + 0.04 * UP
     out_r = goal_b - (hy + 0.10) * SIDE + 0.04 * UP
     tl = jnp.where(released, out_l, tl).at[0].min(STANDING_REACH_X)

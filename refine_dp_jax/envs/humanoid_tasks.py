@@ -227,13 +227,13 @@ def _box_expert(env, state, f: Features, standing: bool = False, rot=(0.0, 0.0, 
     while both jaws touch it. The gripper command remembers the squeeze (-1 before, +1 from
     the squeeze on: the fingers do not touch the box), so that a servoed hand command
     (``finish``) cannot make the plan forget it. Standing, the hand targets are fixed where
-    the box was put (the task's goal point, minus the lift): targets that follow the box
+    the box was put (``TaskState.obj_start``): targets that follow the box
     would follow it wherever the jaws push it (measured: it was squeezed sideways off the
     robot's reach) and raise themselves with it."""
     c = env.cfg
     obj_b = f.obj_b
     if standing:
-        obj_b = _to_heading(f, state.task.goal - jnp.array([0.0, 0.0, c.lift_height]))  # start
+        obj_b = _to_heading(f, state.task.obj_start)
     prev = state.command
     stand = f.obj_pos[:2] + jnp.array([-0.40, 0.0])
     vel, _ = walk_to(f, stand, 0.0, c)

@@ -116,6 +116,33 @@ def test_table_place_success():
     assert _succ(env, held, task) == 0.0
 
 
+def test_standing_squeeze_starts_beside_a_box_beyond_the_arms_reach():
+    """The standing planners squeeze a box whose line the hands cannot reach once both are
+    beside it (within 3 cm of the pre-grasp line sideways, 5 cm or more past its near face);
+    a hand still behind that face, or out wide, keeps them waiting (the lift planner waited
+    out 5 of its 22 time-outs of 128 episodes with the hands short of a far box)."""
+    from refine_dp_jax.envs.humanoid_tasks import _jaw_line, _squeeze
+
+    env = envs.make("humanoid_table_lift")
+    c = env.cfg
+    f = env.features(_state(env))
+    box = jnp.array([0.40, 0.02, 0.0])  # heading frame: 40 cm ahead, beyond the reach
+    pre_y = box[1] + (_jaw_line(env) + 0.06) * jnp.array([1.0, -1.0])
+    prev = -jnp.ones(env.command_size)  # nothing squeezed yet
+
+    def squeezes(x, y_out=0.0):
+        hands = jnp.zeros((2, 6)).at[:, 0].set(x).at[:, 1].set(pre_y + y_out * jnp.array([1, -1]))
+        return bool(_squeeze(env, f.replace(hand_pose_b=hands), prev, box, standing=True)[2])
+
+    near_face = float(box[0]) - c.box_half[0]
+    assert squeezes(near_face + 0.07)  # 13 cm short of the box's line: beside it
+    assert squeezes(float(box[0]))  # at the pre-grasp targets
+    assert not squeezes(near_face + 0.03)  # still behind the near face
+    assert not squeezes(near_face + 0.07, y_out=0.05)  # beside it but 5 cm out wide
+    inside = f.replace(hand_pose_b=jnp.zeros((2, 6)).at[:, 0].set(0.4))  # hands in the box
+    assert not bool(_squeeze(env, inside, prev, box, standing=True)[2])
+
+
 def test_llc_env_never_succeeds():
     env = envs.make("humanoid_llc")
     assert _succ(env, _state(env), env.blank_task()) == 0.0

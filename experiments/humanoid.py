@@ -233,10 +233,9 @@ def table_task(task: str, llc_checkpoint: str = STAND_LLC, demos: int = 30) -> E
     )
 
 
-# table_lift: 20 demonstrations. At the default start pose (hands wide of the box) the
-# pre-trained DP lifted 77.0 % of 200 boxes at the widened ranges from 20 (DPPO 80.5 %),
-# 38.0 % from 10 (DPPO 32.0 %), and 96.5 % from 30 at the earlier pose: no room left for
-# fine-tuning (docs/results/table_lift)
+# table_lift: 20 demonstrations. With the reach-aware squeeze (planner 93.8 %) the pre-trained
+# DP lifted 85.0 % of 200 boxes at the widened ranges from 20 (DPPO 93.5 %) and 71.0 % from 15
+# (DPPO 81.5 %); before it, 77.0 % from 20 and 38.0 % from 10 (docs/results/table_lift)
 register("humanoid_table_lift")(lambda: table_task("table_lift", demos=20))
 # table_place: 30 demonstrations; DPPO at 1e-5 (at the lift's 3e-5 its 77.5 % pre-trained DP
 # fell to 66.5 % of 200 episodes in 40 iterations; at 1e-5, with or without the 20 critic

@@ -176,12 +176,15 @@ def grasp_plan(env: HumanoidEnv, f: Features, obj_b: jax.Array, prev_grip: jax.A
 
 
 # -- box pickup -----------------------------------------------------------------------------
+def _box_rest_z(c: HumanoidConfig):
+    """Height of the box's centre resting flat on the table."""
+    return c.table_height + c.box_half[2]
+
+
 def _box_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
     spec = robot_scene("humanoid_box_pickup", p, o)
     top = add_table(spec, "table", (0.15, 0.0), (0.3, 0.45), c.table_height)
-    corners = add_free_box(
-        spec, "box", c.box_half, c.box_mass, (0, 0, c.table_height + c.box_half[2])
-    )
+    corners = add_free_box(spec, "box", c.box_half, c.box_mass, (0, 0, _box_rest_z(c)))
     add_pairs(spec, corners, [top], OBJECT_FRICTION)
     # bimanual squeeze: the fixed (inner) jaws of both grippers press on the box's sides
     jaws = gripper_pad_geoms(p, "left", ("jaw",)) + gripper_pad_geoms(p, "right", ("jaw",))
@@ -214,7 +217,7 @@ def _box_place(env, key, qpos):
 def _box_condition(env, f: Features, task: TaskState):
     """Box at least ``lift_height`` above its resting height on the table."""
     c = env.cfg
-    return f.obj_pos[2] >= c.table_height + c.box_half[2] + c.lift_height
+    return f.obj_pos[2] >= _box_rest_z(c) + c.lift_height
 
 
 def _box_dropped(env, f: Features):
@@ -299,7 +302,7 @@ def _squeeze(env, f: Features, prev, box_b, standing: bool, at_stand=True):
     # targets), or the box already off the table (nothing else holds it up)
     box = f.obj_b
     on_sides = near(hands[0], box + hy * SIDE, 0.04) & near(hands[1], box - hy * SIDE, 0.04)
-    off_table = f.obj_pos[2] > c.table_height + c.box_half[2] + 0.02
+    off_table = f.obj_pos[2] > _box_rest_z(c) + 0.02
     gripped = (prev[15] > 0) & (on_sides | off_table)
     tl = jnp.where(squeeze, sq_l, pre_l)
     tr = jnp.where(squeeze, sq_r, pre_r)
@@ -570,9 +573,7 @@ GRASP_ROT = (0.0, 0.5, 0.0)  # rotation vector of a standing grasp: pitched 0.5 
 def _table_lift_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) -> mujoco.MjSpec:
     spec = robot_scene("humanoid_table_lift", p, o)
     top = add_table(spec, "table", TABLE_CENTRE, (0.3, 0.45), c.table_height)
-    corners = add_free_box(
-        spec, "box", c.box_half, c.box_mass, (0, 0, c.table_height + c.box_half[2])
-    )
+    corners = add_free_box(spec, "box", c.box_half, c.box_mass, (0, 0, _box_rest_z(c)))
     add_pairs(spec, corners, [top], OBJECT_FRICTION)
     jaws = gripper_pad_geoms(p, "left", ("jaw",)) + gripper_pad_geoms(p, "right", ("jaw",))
     add_pairs(spec, jaws, ["box_geom"], FINGER_FRICTION, GRIP_CONDIM, GRIP_TORSION)
@@ -595,7 +596,7 @@ def _table_place_scene(c: HumanoidConfig, p: HumanoidParams, o: PhysicsOptions) 
 def _table_place_place(env, key, qpos):
     c = env.cfg
     qpos = _place_on_table(env, key, qpos, c.box_half)
-    goal = jnp.array([0.0, -c.place_offset, c.table_height + c.box_half[2]])
+    goal = jnp.array([0.0, -c.place_offset, _box_rest_z(c)])
     return qpos, goal
 
 
@@ -630,7 +631,7 @@ def _table_place_expert(env, state, f: Features):
     # servo offset is at most 6 cm; a box dropped on the way is not dragged back to its start)
     mid = 0.5 * (prev[3:5] + prev[9:11]) - 0.5 * (tl[:2] + tr[:2])
     carried = squeeze & (jnp.dot(mid, carry[:2]) > 0.5 * jnp.dot(carry[:2], carry[:2]))
-    rest_z = c.table_height + c.box_half[2]
+    rest_z = _box_rest_z(c)
     raised = f.obj_pos[2] > rest_z + 0.02
     # over the disc: within 7 cm of its centre (5 cm left boxes hanging 4-11 cm off it raised)
     over = jnp.linalg.norm(f.obj_pos[:2] - state.task.goal[:2]) < 0.7 * c.goal_radius

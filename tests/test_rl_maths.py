@@ -270,6 +270,40 @@ def test_llc_learn_updates_input_stats_only_when_asked():
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_llc_critic_warmup_step_leaves_the_actor_and_fills_its_adam_moments():
+    """``llc_learn(..., actor_lr_scale=0)`` (``finetune.llc_critic_warmup``): the actor's
+    parameters and log-std stay as they were, the critic takes the same steps as in a full
+    update (its loss does not depend on the actor), the actor's Adam moments follow the
+    gradients (the first real step is then not a fresh Adam's sign-sized one)."""
+    from refine_dp_jax.train.gaussian_ppo import PPOConfig, make_gaussian_ppo
+    from refine_dp_jax.train.llc import LLCTransition, llc_learn
+
+    t_len, b, do, dp, da = 4, 2, 3, 5, 2
+    cfg = PPOConfig(epochs=2, minibatches=2, actor_hidden=(8,), critic_hidden=(8,))
+    ppo = make_gaussian_ppo(cfg, do, dp, da, t_len * b)
+    learner = ppo.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(3)  # its own draws: the module's RNG feeds the tests below
+    f = lambda *shape: jnp.asarray(rng.normal(size=(t_len, b, *shape)), jnp.float32)
+    zeros = jnp.zeros((t_len, b))
+    tr = LLCTransition(obs=f(do), privileged_obs=f(dp), action=f(da), log_prob=zeros - 1.0,
+                       reward=f(), done=zeros, terminated=zeros, value=zeros,
+                       next_value=zeros, valid=zeros + 1.0)  # fmt: skip
+    key = jax.random.PRNGKey(1)
+    warm, _ = llc_learn(ppo, learner, tr, cfg, key, False, actor_lr_scale=0.0)
+    full, _ = llc_learn(ppo, learner, tr, cfg, key, False)
+    leaves = lambda t: [np.asarray(x) for x in jax.tree.leaves(t)]  # noqa: E731
+    for x, y in zip(leaves((learner.params.actor, learner.params.log_std)),
+                    leaves((warm.params.actor, warm.params.log_std)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(x, y)
+    before, after = leaves(learner.params.actor), leaves(full.params.actor)
+    assert any(not np.allclose(x, y) for x, y in zip(before, after, strict=True))
+    for x, y in zip(leaves(warm.params.critic), leaves(full.params.critic), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(leaves(warm.params.critic)[0], leaves(learner.params.critic)[0])
+    mu = leaves(warm.actor_opt.mu)
+    assert all(np.all(np.isfinite(m)) for m in mu) and any(np.abs(m).max() > 0 for m in mu)
+
+
 def test_kl_adaptive_learning_rate_follows_the_rule():
     """PPOConfig.desired_kl: each minibatch divides the actor lr by 1.5 when its KL from the
     rollout policy exceeds 2 x desired_kl, multiplies it by 1.5 below desired_kl / 2, within

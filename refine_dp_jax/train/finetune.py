@@ -47,11 +47,16 @@ class FinetuneConfig:
     # on the testbed (docs/results/joint_stats/): frozen, joint success at iterations 10-50
     # was 91 / 93.5 / 92 / 88.5 / 91 % against 74 / 90 / 87.5 / 79 / 85 % with the update.
     llc_update_stats: bool = False
+    # joint: the LLC's PPO fits only its critic (and the actor's Adam moments) for this many
+    # first iterations. A stored LLC's critic was fitted to its own training episodes, not to
+    # the task's (see experiments/humanoid.py for what it measured on the humanoid)
+    llc_critic_warmup: int = 0
 
     def __post_init__(self):
         from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
 
-        check_fields(self, {"num_envs": ONE_PLUS, "decisions": ONE_PLUS, "iterations": NONNEG})
+        check_fields(self, {"num_envs": ONE_PLUS, "decisions": ONE_PLUS, "iterations": NONNEG,
+                            "llc_critic_warmup": NONNEG})  # fmt: skip
 
 
 @struct.dataclass
@@ -136,7 +141,9 @@ def make_dppo_train(
         hs, decs, trs = rollout_llc(
             state.hier, (state.planner, state.normalizer), state.llc, k_roll, False, True
         )
-        llc, m = llc_learn(llc_ppo, state.llc, trs, llc_cfg.ppo, k_up, fcfg.llc_update_stats)
+        warm = state.planner.iteration < fcfg.llc_critic_warmup  # DPPO updates done so far
+        llc, m = llc_learn(llc_ppo, state.llc, trs, llc_cfg.ppo, k_up, fcfg.llc_update_stats,
+                           jnp.where(warm, 0.0, 1.0))  # fmt: skip
         m = {**m, "tracking_reward": jnp.sum(trs.reward) / jnp.maximum(jnp.sum(trs.valid), 1.0)}
         m.update({f"rollout_{k}": v for k, v in episode_metrics(decs).items()})
         return state.replace(llc=llc, hier=hs), m

@@ -157,7 +157,9 @@ def make_gaussian_ppo(
     def value(learner: GaussianLearner, v):
         return value_fn(learner.params.critic, learner.critic_stats, v)
 
-    def update(learner: GaussianLearner, batch: PPOBatch, key):
+    def update(learner: GaussianLearner, batch: PPOBatch, key, actor_lr_scale=1.0):
+        """PPO epochs over ``batch``. ``actor_lr_scale`` multiplies the actor's step (0: the
+        critic alone learns; Adam's moments of the actor still follow its gradients)."""
         m = batch.action.shape[0]
         mb = check_divisible(m, cfg.minibatches, "PPO update")
 
@@ -193,7 +195,7 @@ def make_gaussian_ppo(
             (g_actor, g_logstd), g_critic = grads
             (actor_p, log_std), a_opt, gn = adam_apply(
                 (params.actor, params.log_std), (g_actor, g_logstd), a_opt,
-                lr if cfg.desired_kl > 0 else cfg.lr, 0.0, cfg.max_grad_norm,
+                (lr if cfg.desired_kl > 0 else cfg.lr) * actor_lr_scale, 0.0, cfg.max_grad_norm,
             )  # fmt: skip
             critic_p, c_opt, _ = adam_apply(
                 params.critic, g_critic, c_opt, cfg.critic_lr, 0.0, cfg.max_grad_norm

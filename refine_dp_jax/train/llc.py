@@ -205,11 +205,12 @@ def llc_learn(
     cfg: PPOConfig,
     key,
     update_stats: bool = True,
+    actor_lr_scale=1.0,
 ):
-    """PPO update on [T, B] transitions, then (``update_stats``) the input statistics.
-    Returns (learner, metrics)."""
+    """PPO update on [T, B] transitions (the actor's step times ``actor_lr_scale``), then
+    (``update_stats``) the input statistics. Returns (learner, metrics)."""
     batch = llc_batch(ppo, learner, tr, cfg)
-    learner, metrics = ppo.update(learner, batch, key)
+    learner, metrics = ppo.update(learner, batch, key, actor_lr_scale)
     if update_stats:
         learner = ppo.update_stats(learner, batch.actor_in, batch.critic_in, batch.weight)
     return learner, metrics

@@ -435,6 +435,25 @@ def test_domain_randomization_hooks():
     assert int(end) > int(start) and float(jnp.linalg.norm(force)) <= c.push_force + 1e-4
 
 
+def test_push_angle_sets_the_pushes_direction():
+    """``push_angle`` (experiments/llc_falls.py): pushes drawn in the configured world-frame
+    directions only; the default covers the whole circle."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 64)
+
+    def angles(**over):
+        env = envs.make("humanoid_llc", **over)
+        forces = jax.vmap(lambda k: env._sample_push(k, jnp.asarray(0))[0])(keys)
+        return np.arctan2(np.asarray(forces[:, 1]), np.asarray(forces[:, 0]))
+
+    np.testing.assert_allclose(angles(push_angle=(0.5, 0.5)), 0.5, atol=1e-5)
+    back = angles(push_angle=(3.0, 3.2))  # around -x, across the +-pi seam
+    assert np.all(np.abs(np.cos(back) - np.cos(3.1)) < 0.01)
+    every = angles()
+    assert every.min() < -2.0 and every.max() > 2.0 and np.abs(every).min() < 1.0
+    with pytest.raises(ValueError, match="push_angle"):
+        envs.make("humanoid_llc", push_angle=(1.0, 0.0))
+
+
 def test_unknown_override_and_bad_values_are_clear_errors():
     with pytest.raises(ValueError, match="no_such_field"):
         envs.make("humanoid_door", no_such_field=1.0)

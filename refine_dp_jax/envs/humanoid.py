@@ -424,7 +424,7 @@ class HumanoidEnv:
         wait = jax.random.uniform(k1, minval=c.push_interval[0], maxval=c.push_interval[1])
         start = step + jnp.round(wait / self.dt).astype(jnp.int32)
         end = start + max(1, int(round(c.push_duration / self.dt)))
-        ang = jax.random.uniform(k2, minval=-jnp.pi, maxval=jnp.pi)
+        ang = jax.random.uniform(k2, minval=c.push_angle[0], maxval=c.push_angle[1])
         mag = jax.random.uniform(k3, minval=0.0, maxval=c.push_force)
         return mag * jnp.array([jnp.cos(ang), jnp.sin(ang), 0.0]), start, end
 

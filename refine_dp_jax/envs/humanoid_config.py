@@ -3,6 +3,7 @@ task supplies its own defaults for the task-specific fields, see ``humanoid_task
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from refine_dp_jax.errors import ConfigError
@@ -133,6 +134,9 @@ class HumanoidConfig:
     push_force: float = 60.0  # N, largest horizontal push on the torso
     push_interval: tuple[float, float] = (3.0, 7.0)  # s between pushes
     push_duration: float = 0.15  # s
+    # rad, direction of the push in the world frame, uniform in this range (the LLC scene's
+    # robot faces +x when start_angle = start_heading = 0): experiments/llc_falls.py
+    push_angle: tuple[float, float] = (-math.pi, math.pi)
     floor_friction: tuple[float, float] = (0.6, 1.2)  # foot-floor friction range
     arm_randomization: float = 0.6  # rad, arm joints drawn around the default at reset
     arm_randomization_prob: float = 0.5  # share of episodes with a random arm configuration
@@ -177,7 +181,7 @@ class HumanoidConfig:
             raise ConfigError("humanoid: physics_dt > 0, substeps >= 1, episode_seconds > 0")
         for name in ("vx_range", "vy_range", "yaw_rate_range", "hand_x_range", "hand_y_range",
                      "hand_z_range", "start_distance", "payload_mass", "floor_friction",
-                     "push_interval", "base_height_band"):  # fmt: skip
+                     "push_interval", "push_angle", "base_height_band"):  # fmt: skip
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise ConfigError(f"humanoid: {name} must be (low, high) with low <= high")

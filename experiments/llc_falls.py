@@ -1,0 +1,126 @@
+"""Where a standing LLC's falls come from: its fall rate against the largest torso push, and
+against the push's direction, on the evaluation episodes of ``refine-dp eval-llc``.
+
+    python -m experiments.llc_falls --out docs/results/llc_falls       # the committed LLC
+    python -m experiments.llc_falls --llc DIR --out OUT --episodes 256
+
+Each row is one deterministic evaluation of ``--episodes`` randomized 10 s episodes of the
+LLC's own task (``pipeline.evaluate_llc``, the training's commands, the same episode keys for
+every row): one row per largest push (``push_force``, directions uniform on the circle), then
+one per direction sector at ``--sector-force``: pushes drawn within 45 degrees of the robot's
+forward, left, backward and right (the robot starts facing +x: ``start_angle`` and
+``start_heading`` 0 in those rows). Everything else as in the LLC's training (payloads,
+friction, arm configurations). Writes ``OUT/falls.json`` after every row (a rerun skips the
+rows it holds for the same LLC and episodes) and ``OUT/falls.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+
+SECTORS = {"forward": 0.0, "left": 0.5 * math.pi, "backward": math.pi, "right": -0.5 * math.pi}
+
+
+def rows_wanted(forces: list[float], sector_force: float) -> list[tuple[str, dict]]:
+    """(name, env overrides) of every evaluation, in order."""
+    rows = [(f"push {f:g} N", {"push_force": f}) for f in forces]
+    for name, centre in SECTORS.items():
+        sector = (centre - math.pi / 4, centre + math.pi / 4)
+        over = {"push_force": sector_force, "push_angle": sector, "start_angle": 0.0,
+                "start_heading": 0.0}  # fmt: skip
+        rows.append((f"{name} push {sector_force:g} N", over))
+    return rows
+
+
+def run(args) -> dict:
+    from refine_dp_jax import pipeline
+    from refine_dp_jax.cli import experiment_config
+    from refine_dp_jax.policy_store import load_llc
+
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "falls.json")
+    ident = {"llc": os.path.normpath(args.llc), "episodes": args.episodes,
+             "experiment": args.experiment}  # fmt: skip
+    result = {**ident, "rows": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if all(old.get(k) == v for k, v in ident.items()):
+            result = old
+    base = experiment_config(args.experiment, (f"llc.eval_episodes={args.episodes}",))
+    todo = rows_wanted(args.forces, args.sector_force)
+    for i, (name, over) in enumerate(todo):
+        if name in result["rows"]:
+            continue
+        env_over = {**dict(base.env_overrides), **over}
+        cfg = dataclasses.replace(base, env_overrides=tuple(env_over.items()))
+        parts = pipeline.build(cfg)
+        learner = load_llc(args.llc, parts)
+        t = time.perf_counter()
+        ev = pipeline.evaluate_llc(parts, learner, variants=False)["llc"]
+        row = {"overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
+               **ev, "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
+        result["rows"][name] = row
+        print(f"[{i + 1}/{len(todo)}] {name}: falls {100 * ev['fall_rate']:.1f} % "
+              f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, path)
+    plot(result, args.forces, args.sector_force, os.path.join(args.out, "falls.png"))
+    return result
+
+
+def plot(result: dict, forces: list[float], sector_force: float, png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from refine_dp_jax.logs import label_axes, save_figure
+
+    rows, n = result["rows"], result["episodes"]
+    se = lambda p: 100 * math.sqrt(max(p * (1 - p), 1e-12) / n)  # noqa: E731
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    got = [(f, rows[f"push {f:g} N"]["fall_rate"]) for f in forces if f"push {f:g} N" in rows]
+    if got:
+        xs, ps = zip(*got, strict=True)
+        a.errorbar(xs, [100 * p for p in ps], yerr=[se(p) for p in ps], marker="o", capsize=3,
+                   label="any direction")  # fmt: skip
+    a.axhline(2.0, color="gray", ls="--", label="target 2 %")
+    label_axes(a, "largest push on the torso (N, 0.15 s)", "falls in 10 s episodes (%)")
+    names = [s for s in SECTORS if f"{s} push {sector_force:g} N" in rows]
+    ps = [rows[f"{s} push {sector_force:g} N"]["fall_rate"] for s in names]
+    b.bar(names, [100 * p for p in ps], yerr=[se(p) for p in ps], capsize=3,
+          label=f"pushes up to {sector_force:g} N")  # fmt: skip
+    b.axhline(2.0, color="gray", ls="--", label="target 2 %")
+    label_axes(b, "push direction (within 45 degrees)", "falls in 10 s episodes (%)")
+    fig.suptitle(f"standing LLC falls, {n} deterministic episodes each (bars: one standard error)")
+    save_figure(fig, png)
+
+
+def main() -> None:
+    from refine_dp_jax.cli import setup_process
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--llc", default="refine_dp_jax/assets/llc/humanoid_llc_stand",
+                   help="a stored LLC (refine-dp export-llc)")  # fmt: skip
+    p.add_argument("--experiment", default="humanoid_llc_stand")
+    p.add_argument("--out", default="runs/llc_falls")
+    p.add_argument("--episodes", type=int, default=256)
+    p.add_argument("--forces", type=float, nargs="+", default=[0.0, 20.0, 40.0, 60.0, 80.0])
+    p.add_argument("--sector-force", type=float, default=60.0)
+    args = p.parse_args()
+    if args.episodes < 1 or any(f < 0 for f in args.forces) or args.sector_force < 0:
+        p.error("--episodes >= 1 and push forces >= 0")
+    setup_process()
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

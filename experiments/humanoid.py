@@ -178,7 +178,9 @@ def table_task(task: str, llc_checkpoint: str = STAND_LLC, demos: int = 30) -> E
         env=f"humanoid_{task}",
         seed=0,
         hold=5,  # 10 Hz DP over the 50 Hz LLC
-        llc=replace(stand.llc, iterations=0),  # networks of the stored LLC; PPO in joint mode
+        # networks of the stored LLC; its PPO in joint mode at a tenth of the stand training's
+        # step, after 10 critic-only iterations (below)
+        llc=replace(stand.llc, iterations=0, ppo=replace(stand.llc.ppo, lr=3e-5)),
         llc_checkpoint=llc_checkpoint,
         demos=DemoConfig(num_episodes=demos, batch_envs=64, max_batches=10),
         diffusion=DiffusionConfig(
@@ -217,7 +219,13 @@ def table_task(task: str, llc_checkpoint: str = STAND_LLC, demos: int = 30) -> E
             # stochastic pre-trained DP then lifted 0-2 % of boxes, at 0.03 25-38 %
             sample_std_floor=0.03,
         ),  # fmt: skip
-        finetune=FinetuneConfig(num_envs=64, decisions=8, iterations=40),
+        # joint mode (2026-12-05, table_lift 20-demo DP, 200 deterministic episodes, same initial
+        # states; DP only: 79.5 -> 81.5 -> 90.0 % at iterations 0/20/40): the stored LLC's
+        # critic is off on task episodes (value loss 19 against ~4 in its training) and its
+        # first PPO update moved it by an approximate KL of 0.27 (fresh Adam, 4 x 8 steps at
+        # 3e-4): 85.0 -> 69.0 % in the pipeline. 10 critic-only iterations: KL 0.105 then
+        # 0.05-0.06, 79.5 -> 74.0 -> 70.0 %; with lr 3e-5 as well: KL 0.007, 74.0 -> 80.5 %
+        finetune=FinetuneConfig(num_envs=64, decisions=8, iterations=40, llc_critic_warmup=10),
         # the baseline's PPO with the same update regime as the DP's (one Adam step per
         # iteration at 1e-5): at the default 5 epochs x 4 minibatches at 1e-4 its 102-dim
         # Gaussian (std 0.135) moved by an approximate KL of 3-13 per update and its success

@@ -526,6 +526,7 @@ def finetune_state(parts: Parts, cfg: ExperimentConfig, out: str, joint: bool) -
     name = "finetune_joint" if joint else "finetune_dp"
     params, normalizer = load_dp(parts, out)
     k_c, k_env, k_state = jax.random.split(seed_key(cfg.seed, name), 3)
+    own = joint and cfg.finetune.llc_own_envs  # the LLC phase's own envs
     d = cfg.diffusion
     critic_params = parts.critic.init(
         k_c, jnp.zeros((1, d.obs_history, parts.env.dp_observation_size))
@@ -537,6 +538,8 @@ def finetune_state(parts: Parts, cfg: ExperimentConfig, out: str, joint: bool) -
         llc=load_llc(parts, out),
         hier=_init_hier(parts, cfg.finetune.num_envs, k_env),
         key=k_state,
+        hier_llc=_init_hier(parts, cfg.finetune.num_envs, jax.random.fold_in(k_env, 1)) if own
+        else None,
     ))  # fmt: skip
 
 

@@ -104,6 +104,30 @@ def test_resume_matches_uninterrupted_run(stage, tiny_run, tiny_parts, tiny_cfg,
     assert [r["iteration"] for r in rows] == list(range(len(rows)))
 
 
+@pytest.mark.tiny_run_late
+def test_joint_llc_phase_on_its_own_envs_leaves_the_dp_phase_as_dp_only(
+    tiny_run, tiny_parts, tiny_cfg
+):
+    """``finetune.llc_own_envs``: the LLC phase rolls out its own envs (``hier_llc``). In an
+    iteration whose LLC update is critic-only (``llc_critic_warmup``) the DP phase then sees
+    exactly what DP-only fine-tuning sees: the same DP update and env states, bit for bit;
+    the LLC's actor is unchanged, its critic and its envs moved."""
+    out, _ = tiny_run
+    cfg = replace(tiny_cfg, **{"finetune.llc_own_envs": True, "finetune.llc_critic_warmup": 1})
+    state = pipeline.finetune_state(tiny_parts, cfg, out, joint=True)
+    assert state.hier_llc is not None
+    joint, _ = jax.jit(pipeline.finetune_step(tiny_parts, cfg, True))(state)
+    dp_only, _ = jax.jit(pipeline.finetune_step(tiny_parts, cfg, False))(state)
+    for x, y in zip(_leaves((joint.planner, joint.hier)), _leaves((dp_only.planner, dp_only.hier)),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(_leaves(state.llc.params.actor), _leaves(joint.llc.params.actor), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.allclose(_leaves(state.llc.params.critic)[0], _leaves(joint.llc.params.critic)[0])
+    assert not np.array_equal(np.asarray(state.hier_llc.env.data.qpos),
+                              np.asarray(joint.hier_llc.env.data.qpos))  # fmt: skip
+
+
 def test_nonfinite_physics_is_reset_and_counted(tiny_parts, tiny_cfg):
     """An env whose physics turns NaN is flagged, reset, counted, and never reaches learning
     (the step jitted as the LLC stage's loop jits it, with the non-finite guard)."""

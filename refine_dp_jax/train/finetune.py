@@ -51,6 +51,10 @@ class FinetuneConfig:
     # first iterations. A stored LLC's critic was fitted to its own training episodes, not to
     # the task's (see experiments/humanoid.py for what it measured on the humanoid)
     llc_critic_warmup: int = 0
+    # joint: the LLC phase rolls out its own envs (``FinetuneState.hier_llc``). Off: both
+    # phases continue the same episodes, so half of every episode the DP trains on is played
+    # with the LLC's exploration noise (see experiments/humanoid.py)
+    llc_own_envs: bool = False
 
     def __post_init__(self):
         from refine_dp_jax.config import NONNEG, ONE_PLUS, check_fields
@@ -66,6 +70,7 @@ class FinetuneState:
     llc: GaussianLearner
     hier: HierEnvState
     key: jax.Array
+    hier_llc: HierEnvState | None = None  # joint with ``llc_own_envs``: the LLC phase's envs
 
 
 def episode_metrics(decs: Decision) -> dict:
@@ -138,15 +143,17 @@ def make_dppo_train(
 
     def llc_phase(state: FinetuneState, key):
         k_roll, k_up = jax.random.split(key)
+        own = state.hier_llc is not None
         hs, decs, trs = rollout_llc(
-            state.hier, (state.planner, state.normalizer), state.llc, k_roll, False, True
-        )
+            state.hier_llc if own else state.hier, (state.planner, state.normalizer),
+            state.llc, k_roll, False, True,
+        )  # fmt: skip
         warm = state.planner.iteration < fcfg.llc_critic_warmup  # DPPO updates done so far
         llc, m = llc_learn(llc_ppo, state.llc, trs, llc_cfg.ppo, k_up, fcfg.llc_update_stats,
                            jnp.where(warm, 0.0, 1.0))  # fmt: skip
         m = {**m, "tracking_reward": jnp.sum(trs.reward) / jnp.maximum(jnp.sum(trs.valid), 1.0)}
         m.update({f"rollout_{k}": v for k, v in episode_metrics(decs).items()})
-        return state.replace(llc=llc, hier=hs), m
+        return state.replace(llc=llc, **{"hier_llc" if own else "hier": hs}), m
 
     def train_step(state: FinetuneState):
         key, k_llc, k_dp = jax.random.split(state.key, 3)

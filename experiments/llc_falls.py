@@ -60,7 +60,7 @@ def run(args) -> dict:
         env_over = {**dict(base.env_overrides), **over}
         cfg = dataclasses.replace(base, env_overrides=tuple(env_over.items()))
         parts = pipeline.build(cfg)
-        learner = load_llc(args.llc, parts)
+        learner = load_llc(pipeline.resolve_path(args.llc), parts)  # as the experiments do
         t = time.perf_counter()
         ev = pipeline.evaluate_llc(parts, learner, variants=False)["llc"]
         row = {"overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},

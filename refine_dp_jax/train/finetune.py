@@ -53,7 +53,8 @@ class FinetuneConfig:
     llc_critic_warmup: int = 0
     # joint: the LLC phase rolls out its own envs (``FinetuneState.hier_llc``). Off: both
     # phases continue the same episodes, so half of every episode the DP trains on is played
-    # with the LLC's exploration noise (see experiments/humanoid.py)
+    # with the LLC's exploration noise (measured no better on the table lift:
+    # docs/results/table_lift)
     llc_own_envs: bool = False
 
     def __post_init__(self):

@@ -40,6 +40,7 @@ def rows_wanted(forces: list[float], sector_force: float) -> list[tuple[str, dic
 def run(args) -> dict:
     from refine_dp_jax import pipeline
     from refine_dp_jax.cli import experiment_config
+    from refine_dp_jax.logs import write_json
     from refine_dp_jax.policy_store import load_llc
 
     os.makedirs(args.out, exist_ok=True)
@@ -68,10 +69,7 @@ def run(args) -> dict:
         result["rows"][name] = row
         print(f"[{i + 1}/{len(todo)}] {name}: falls {100 * ev['fall_rate']:.1f} % "
               f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, path)
+        write_json(path, result)
     plot(result, args.forces, args.sector_force, os.path.join(args.out, "falls.png"))
     return result
 

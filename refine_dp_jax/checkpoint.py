@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from refine_dp_jax.errors import CorruptArtifactError
+from refine_dp_jax.logs import write_json
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "refine_dp_jax.manifest"
@@ -86,12 +87,7 @@ def write_manifest(folder: str, arrays: dict[str, Any] | None = None, files=None
         },  # fmt: skip
         "arrays": {k: array_digest(v) for k, v in (arrays or {}).items()},
     }
-    tmp = os.path.join(folder, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(folder, MANIFEST))
+    write_json(os.path.join(folder, MANIFEST), manifest, fsync=True)
 
 
 def read_manifest(folder: str) -> dict:
@@ -370,10 +366,7 @@ def artifact_problem(path: str) -> str | None:
 
 
 def mark_done(stage_dir: str, record: dict) -> None:
-    tmp = os.path.join(stage_dir, "done.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(stage_dir, "done.json"))
+    write_json(os.path.join(stage_dir, "done.json"), record)
 
 
 def read_done(stage_dir: str, artifact: str | None = None) -> dict | None:

@@ -11,6 +11,19 @@ from typing import Any
 import numpy as np
 
 
+def write_json(path: str, obj: Any, fsync: bool = False) -> None:
+    """Writes ``obj`` as indented JSON to ``path`` atomically: a temporary file beside it, then
+    a rename, so that a killed process leaves the old file or the new one, never half of one.
+    ``fsync``: flush the data to disk before the rename (manifests that vouch for other files)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def to_floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in metrics.items()}
 

@@ -62,7 +62,7 @@ from refine_dp_jax.data.demos import (
 from refine_dp_jax.diffusion.networks import Critic, make_denoiser
 from refine_dp_jax.envs import make as make_env
 from refine_dp_jax.evaluate import make_evaluate, make_trajectory_recorder, render_video
-from refine_dp_jax.logs import save_figure
+from refine_dp_jax.logs import save_figure, write_json
 from refine_dp_jax.memory import compile_checked
 from refine_dp_jax.report import write_report
 from refine_dp_jax.train.dppo import DPPOHyper, make_dppo
@@ -439,8 +439,7 @@ def evaluate_llc(parts: Parts, learner, path: str | None = None, info: dict | No
                             cfg.llc.velocity_hold_steps)  # fmt: skip
         out[name] = summarize(run(params, key), e.dt)
     if path is not None:
-        with open(os.path.join(path, "eval.json"), "w") as f:
-            json.dump({**out, "llc_state": info} if info else out, f, indent=1)
+        write_json(os.path.join(path, "eval.json"), {**out, "llc_state": info} if info else out)
     return out
 
 
@@ -741,8 +740,7 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
             eval_mlp((st["planner"], st["normalizer"]), llc, key, cfg.task_curriculum)
         )
         print(f"eval mlp_ppo: {results['mlp_ppo']}")
-    with open(os.path.join(path, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(os.path.join(path, "results.json"), results)
     _plot_success(results, os.path.join(path, "success.png"))
     video = None
     # the video shows the fine-tuned DP policy that succeeded most (ties: the later stage)
@@ -797,8 +795,7 @@ def write_summary(cfg: ExperimentConfig, out: str) -> dict:
         "stage_seconds": {s: (r or {}).get("seconds") for s, r in done.items()},
         "stages_done": [s for s, r in done.items() if r is not None],
     }
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(os.path.join(out, "summary.json"), summary)
     return summary
 
 
@@ -870,8 +867,7 @@ def save_config(cfg: ExperimentConfig, out: str, run: dict | None = None) -> Non
 
     versions = {"jax": jax.__version__, "mujoco": mujoco.__version__, "commit": _commit()}
     record = {"config": new, "versions": versions, **({"run": run} if run else {})}
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(path, record)
 
 
 def _diff(a, b) -> list[str]:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from refine_dp_jax.errors import ConfigError, CorruptArtifactError
+from refine_dp_jax.logs import write_json
 
 FORMAT = "refine_dp_jax.llc/1"
 NPZ, META = "llc.npz", "llc.json"
@@ -95,10 +96,7 @@ def save_llc(folder: str, parts, learner, command: str = "", extra: dict | None 
         "sha256": _sha256(os.path.join(folder, NPZ)),
         **(extra or {}),
     }
-    tmp = os.path.join(folder, META + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(folder, META))
+    write_json(os.path.join(folder, META), record)
     return record
 
 

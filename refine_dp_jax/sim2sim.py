@@ -18,7 +18,6 @@ are refused: their MuJoCo twin would need the same per-episode model.
 from __future__ import annotations
 
 import copy
-import json
 import os
 
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 
 from refine_dp_jax.config import ConfigError
 from refine_dp_jax.envs.base import normalize_command
+from refine_dp_jax.logs import write_json
 
 # What mj_step reads from a state (besides the model) and what it changes that MJX keeps.
 STATE_IN = ("qpos", "qvel", "act", "ctrl", "qfrc_applied", "xfrc_applied", "qacc_warmstart",
@@ -159,8 +159,7 @@ def run_sim2sim(parts, out: str, name: str | None = None, episodes: int | None =
               "sim2sim_gap_points": gap}  # fmt: skip
     path = os.path.join(out, "sim2sim", name)
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "results.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(os.path.join(path, "results.json"), record)
     with open(os.path.join(path, "results.md"), "w") as f:
         f.write(results_markdown(record))
     return record

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from refine_dp_jax.checkpoint import mark_done, read_done
 from refine_dp_jax.config import ConfigError, replace
-from refine_dp_jax.logs import label_axes, save_figure
+from refine_dp_jax.logs import label_axes, save_figure, write_json
 from refine_dp_jax.pipeline import (
     ExperimentConfig,
     Parts,
@@ -114,8 +113,8 @@ def run_sweep(
     t0 = time.time()
     deadline = None if minutes is None else t0 + 60.0 * minutes
     timing: dict = {}
-    with open(os.path.join(path, "members.json"), "w") as f:
-        json.dump([{"member": i, "seed": s, **v} for i, (s, v) in enumerate(members)], f, indent=1)
+    write_json(os.path.join(path, "members.json"),
+               [{"member": i, "seed": s, **v} for i, (s, v) in enumerate(members)])  # fmt: skip
     state, _ = run_loop(
         path, state, flat_step, cfg.finetune.iterations, cfg.ckpt_every,
         f"sweep: {len(members)} members in one program",
@@ -220,8 +219,7 @@ def group_members(
 
 def write_results(path: str, result: dict, cfg: ExperimentConfig) -> None:
     """results.json, results.md (one row per grid point) and success.png in ``path``."""
-    with open(os.path.join(path, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(path, "results.json"), result)
     label = lambda g: ", ".join(f"{k}={v:g}" for k, v in g["values"].items()) or "(no grid)"
     pre = result["pretrained_eval_success_rate"]
     lines = [

@@ -39,6 +39,7 @@ from refine_dp_jax.config import ONE_PLUS, check_fields, one_of
 from refine_dp_jax.envs.base import Env, command_limiter, normalize_command
 from refine_dp_jax.envs.wrappers import select
 from refine_dp_jax.errors import CorruptArtifactError
+from refine_dp_jax.logs import write_json
 from refine_dp_jax.memory import compile_checked
 from refine_dp_jax.train.gaussian_ppo import GaussianPPO
 
@@ -182,9 +183,7 @@ def save_demos(demos: Demos, folder: str) -> None:
     tmp = os.path.join(folder, "demos.tmp.npz")
     np.savez_compressed(tmp, obs=demos.obs, commands=demos.commands, lengths=demos.lengths)
     os.replace(tmp, os.path.join(folder, "demos.npz"))
-    with open(os.path.join(folder, "demos.json.tmp"), "w") as f:
-        json.dump(demos.meta, f, indent=1)
-    os.replace(os.path.join(folder, "demos.json.tmp"), os.path.join(folder, "demos.json"))
+    write_json(os.path.join(folder, "demos.json"), demos.meta)
     arrays = {"obs": demos.obs, "commands": demos.commands, "lengths": demos.lengths}
     write_manifest(folder, arrays, files=["demos.npz", "demos.json"])
 

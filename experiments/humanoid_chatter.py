@@ -14,8 +14,8 @@ with it: table-lift boxes that sank through the table and grippers that started 
 box (docs/humanoid.md).
 
 ``--set`` changes fields of the env the stored LLC runs in (what-if diagnostics such as the
-old IK above; the LLC is still checked against the experiment's own env). One JSON line on
-stdout (and ``--json``).
+old IK above; the LLC is still checked against the experiment's own env). ``--llc DIR``: a
+stored LLC other than the experiment's. One JSON line on stdout (and ``--json``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed: float,
-            seed: int = 0) -> dict:  # fmt: skip
+            seed: int = 0, llc: str | None = None) -> dict:  # fmt: skip
     import jax
     import jax.numpy as jnp
     import mujoco
@@ -40,7 +40,7 @@ def measure(experiment: str, noise: float, num_envs: int, env_sets: dict, speed:
     from refine_dp_jax.policy_store import load_llc
     from refine_dp_jax.train.hierarchy import merge_leading
 
-    cfg = experiment_config(experiment, ())
+    cfg = experiment_config(experiment, () if llc is None else (f"llc_checkpoint={llc}",))
     parts = pipeline.build(cfg)  # the stored LLC is checked against the experiment's own env
     learner = load_llc(pipeline.resolve_path(cfg.llc_checkpoint), parts)
     env, ppo = make_env(cfg.env, **{**dict(cfg.env_overrides), **env_sets}), parts.llc_ppo
@@ -148,10 +148,11 @@ def main(argv=None) -> None:
     p.add_argument("--speed", type=float, default=30.0, help="rad/s or m/s: 'shaking'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="env fields")
+    p.add_argument("--llc", help="a stored LLC other than the experiment's (a candidate)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     sets = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)}
-    r = measure(args.experiment, args.noise, args.envs, sets, args.speed, args.seed)
+    r = measure(args.experiment, args.noise, args.envs, sets, args.speed, args.seed, args.llc)
     print(json.dumps(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=1) + "\n")

@@ -270,6 +270,9 @@ def _jaw_line(env) -> float:
     return env.cfg.box_half[1] + env.params.jaw_offset
 
 
+SQUEEZE_DEPTH = 0.04  # m, standing squeeze: the jaws' targets this far inside the box's sides
+
+
 def _squeeze(env, f: Features, prev, box_b, standing: bool, at_stand=True):
     """Hand targets [3] each (heading frame) of a bimanual squeeze of the box ``box_b``
     (heading frame; fixed where the box was put when ``standing``): first beside it, 6 cm out
@@ -288,7 +291,7 @@ def _squeeze(env, f: Features, prev, box_b, standing: bool, at_stand=True):
         beside = jnp.stack([hands_y[0] > hy + 0.03, hands_y[1] < -(hy + 0.03)])
         pre_l = jnp.where(beside[0], pre_l, pre_l.at[0].min(back))
         pre_r = jnp.where(beside[1], pre_r, pre_r.at[0].min(back))
-    depth = 0.04 if standing else 0.02  # squeeze targets this far inside the box's sides
+    depth = SQUEEZE_DEPTH if standing else 0.02  # targets this far inside the box's sides
     sq_l, sq_r = box_b + (hy - depth) * SIDE, box_b - (hy - depth) * SIDE
     near = lambda a, b, tol: jnp.linalg.norm(a[:2] - b[:2]) < tol
     at_pre = near(hands[0], pre_l, 0.03) & near(hands[1], pre_r, 0.03)

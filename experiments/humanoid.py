@@ -104,8 +104,8 @@ def humanoid_llc_stand_tiny() -> ExperimentConfig:
 # The committed standing LLC (docs/humanoid.md: how it was trained and how good it is).
 STAND_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand"
 # Its continuation against harder pushes (1,100 more PPO iterations against pushes of up to 80,
-# then 90 N): falls at the evaluation's 60 N pushes 7.8 % (256 episodes) -> 3.2 % (1,024), hands
-# as before (docs/results/llc_falls). The table tasks load it; the walking LLC starts from
+# then 90 N): falls at the evaluation's 60 N pushes 7.4 -> 3.2 % of 1,024 episodes, hands as
+# before (docs/results/llc_falls). The table tasks load it; the walking LLC starts from
 # STAND_LLC, as its committed run did.
 TABLE_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand_push90"
 

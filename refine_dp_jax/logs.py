@@ -16,11 +16,15 @@ def write_json(path: str, obj: Any, fsync: bool = False) -> None:
     a rename, so that a killed process leaves the old file or the new one, never half of one.
     ``fsync``: flush the data to disk before the rename (manifests that vouch for other files)."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:  # e.g. an object JSON cannot write: the old file stays, no debris
+        os.remove(tmp)
+        raise
     os.replace(tmp, path)
 
 

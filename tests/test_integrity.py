@@ -25,6 +25,7 @@ from refine_dp_jax.checkpoint import (
 )
 from refine_dp_jax.data.demos import DemoFormatError, Demos, load_demos, save_demos
 from refine_dp_jax.errors import CorruptArtifactError, InsufficientMemoryError
+from refine_dp_jax.logs import write_json
 from refine_dp_jax.memory import compile_checked
 from tests.conftest import TINY
 
@@ -115,6 +116,19 @@ def test_bad_stage_artifact_is_not_done(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stage llc is not done" in err[0] and "redoing it" in err[0]
     assert not (stage / "final").exists() and (stage / "corrupt").is_dir()
+
+
+def test_json_write_is_all_or_nothing(tmp_path):
+    """write_json replaces a file whole: a write that fails midway (an object JSON cannot
+    encode, after part of the text went out) leaves the old file as it was and no debris."""
+    path = str(tmp_path / "summary.json")
+    write_json(path, {"success_rate": 0.5})
+    with pytest.raises(TypeError):
+        write_json(path, {"success_rate": 0.9, "bad": object()})
+    assert json.load(open(path)) == {"success_rate": 0.5}
+    assert os.listdir(tmp_path) == ["summary.json"]
+    write_json(path, {"success_rate": 0.9}, fsync=True)
+    assert json.load(open(path)) == {"success_rate": 0.9}
 
 
 def _demos(tmp_path) -> str:

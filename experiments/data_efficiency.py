@@ -29,7 +29,7 @@ from refine_dp_jax.checkpoint import mark_done, read_done
 from refine_dp_jax.cli import experiment_config
 from refine_dp_jax.config import ConfigError, replace
 from refine_dp_jax.data.demos import Demos, load_demos, save_demos
-from refine_dp_jax.logs import label_axes, save_figure
+from refine_dp_jax.logs import label_axes, save_figure, write_json
 from refine_dp_jax.sweep import run_sweep
 
 
@@ -97,8 +97,7 @@ def _mean_std(xs) -> tuple[float, float]:
 
 
 def write(out: str, result: dict) -> None:
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(out, "results.json"), result)
     lines = [
         f"# Data efficiency on {result['experiment_env']}",
         "",

@@ -26,6 +26,7 @@ from refine_dp_jax import exported
 from refine_dp_jax.checkpoint import read_done
 from refine_dp_jax.config import ConfigError
 from refine_dp_jax.envs.base import denormalize_command
+from refine_dp_jax.logs import write_json
 from refine_dp_jax.train.finetune import dp_plan_fn
 
 POLICIES = ("finetune_joint", "finetune_dp", "pretrained")
@@ -98,6 +99,5 @@ def export_policy(parts, out: str, name: str | None = None) -> str:
         "made_by": (run_record.get("run") or {}).get("command"),
         "versions": run_record.get("versions"),
     }  # fmt: skip
-    with open(os.path.join(dest, "policy.json"), "w") as f:
-        json.dump(spec, f, indent=1)
+    write_json(os.path.join(dest, "policy.json"), spec, fsync=True)  # vouches for the artifacts
     return dest

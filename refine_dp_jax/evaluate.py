@@ -33,7 +33,11 @@ def make_evaluate(
 ) -> Callable:
     """evaluate(planner_params, llc_learner, key) -> dict of scalars (jit it).
 
-    Every env runs one full episode; only each env's first episode counts.
+    Every env runs one full episode; only each env's first episode counts. How the first
+    episodes ended, as shares that add up to 1 with ``unfinished / episodes``: succeeded
+    (``success_rate``), the robot fell (``fell_rate``), ended early for another reason (the task
+    object lost, ``lost_rate``; an exploded state, ``nonfinite_rate``), ran out of time
+    (``timeout_rate``).
     """
     t_len = decisions_per_episode(env, exec_steps, hold)
     rollout = make_hier_rollout(env, llc_ppo, plan, lambda p: p[1], t_len, exec_steps, hold)
@@ -48,8 +52,14 @@ def make_evaluate(
         success = jnp.sum(first * decs.success, axis=0)
         steps = jnp.sum(first * decs.done * decs.episode_steps, axis=0)
         n_succ = jnp.sum(success)
+        share = lambda x: jnp.sum(first * x) / num_envs  # noqa: E731
+        fell, nonfinite = share(decs.fell), share(decs.nonfinite * decs.done)
         return {
             "success_rate": jnp.mean(success),
+            "fell_rate": fell,
+            "lost_rate": share(decs.terminated) - jnp.mean(success) - fell - nonfinite,
+            "nonfinite_rate": nonfinite,
+            "timeout_rate": share(decs.done - decs.terminated),
             "episodes": jnp.float32(num_envs),
             "unfinished": jnp.sum(1.0 - ended),
             "completion_time_s": jnp.sum(success * steps) * env.dt / jnp.maximum(n_succ, 1.0),

@@ -772,6 +772,7 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
 
 
 STAGES = ("llc", "demos", "dp", "finetune_dp", "finetune_joint", "mlp_ppo", "eval")
+OUTCOMES = ("success", "fell", "lost", "nonfinite", "timeout")  # evaluate.make_evaluate
 
 
 def write_summary(cfg: ExperimentConfig, out: str) -> dict:
@@ -786,6 +787,8 @@ def write_summary(cfg: ExperimentConfig, out: str) -> dict:
         "success_rate_mlp_ppo": sr("mlp_ppo"),
         "completion_time_s": {k: v.get("completion_time_s") for k, v in res.items()},
         "hand_err": {k: v.get("hand_err") for k, v in res.items()},
+        # how the evaluation's failed episodes ended (shares of all episodes; older runs: None)
+        "outcomes": {k: {o: v.get(f"{o}_rate") for o in OUTCOMES} for k, v in res.items()},
         "eval_episodes": cfg.eval_episodes,
         "dp_updates": cfg.finetune.iterations,
         "demonstrations": (done.get("demos") or {}).get("kept"),

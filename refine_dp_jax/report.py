@@ -91,18 +91,26 @@ def _results_section(out: str) -> list[str]:
     lines = ["## Results", "",
              f"Deterministic evaluation, first episode of {'/'.join(map(str, sorted(eps)))} "
              "envs per policy:", "",
-             "| policy | success | completion time | hand error | non-finite | unfinished |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| policy | success | fell | object lost | timed out | completion time "
+             "| hand error | non-finite | unfinished |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     order = [n for n in POLICY_TITLES if n in res] + [n for n in res if n not in POLICY_TITLES]
+    pct = lambda r, k: "n/a" if k not in r else f"{100 * r[k]:.1f} %"  # noqa: E731 (older runs)
     for name in order:
         r = res[name]
         lines.append(
-            f"| {POLICY_TITLES.get(name, name)} | {100 * r.get('success_rate', 0.0):.1f} % "
+            f"| {POLICY_TITLES.get(name, name)} | {pct(r, 'success_rate')} "
+            f"| {pct(r, 'fell_rate')} | {pct(r, 'lost_rate')} | {pct(r, 'timeout_rate')} "
             f"| {r.get('completion_time_s', float('nan')):.2f} s "
             f"| {1000 * r.get('hand_err', float('nan')):.1f} mm "
             f"| {r.get('nonfinite', 0.0):.0f} | {r.get('unfinished', 0.0):.0f} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "Every episode ends in one of: success, the robot fell, the task object lost "
+        "(dropped off the table), out of time, an exploded state (non-finite).",
+        "",
+    ]
     if os.path.exists(os.path.join(out, "eval", "success.png")):
         lines += ["![success per policy](eval/success.png)", ""]
     video = done.get("video")

@@ -72,14 +72,16 @@ def make_evaluate(
 
 def make_trajectory_recorder(
     env: Env, llc_ppo: GaussianPPO, plan: PlanFn, obs_history: int, exec_steps: int, hold: int,
-    num_envs: int = 2, curriculum: float = 1.0,
+    num_envs: int = 2, curriculum: float = 1.0, record=None,
 ) -> Callable:  # fmt: skip
     """record(planner_params, llc_learner, key) -> (qpos [frames, B, nq], mocap_pos
-    [frames, B, nmocap, 3]), one frame per LLC step."""
+    [frames, B, nmocap, 3]), one frame per LLC step (``record``: what to record instead,
+    ``hierarchy.make_qpos_rollout``). The same first episodes as ``make_evaluate``'s with the
+    same key and ``num_envs``."""
     from refine_dp_jax.train.hierarchy import make_qpos_rollout
 
     t_len = decisions_per_episode(env, exec_steps, hold)
-    rollout = make_qpos_rollout(env, llc_ppo, plan, lambda p: p[1], t_len, exec_steps, hold)
+    rollout = make_qpos_rollout(env, llc_ppo, plan, lambda p: p[1], t_len, exec_steps, hold, record)
 
     def record(planner_params, llc_learner, key):
         k_init, k_roll = jax.random.split(key)

@@ -682,6 +682,16 @@ def load_policy(parts: Parts, out: str, name: str):
     return st["planner"], st["normalizer"], st["llc"]
 
 
+def load_mlp_policy(parts: Parts, out: str):
+    """(planner function, (MLP-PPO learner, observation normalizer)) of the run's baseline; it
+    runs on the stage-1 LLC."""
+    ppo = baseline_ppo(parts)
+    tmpl = {"planner": ppo.init(jax.random.PRNGKey(0)), "normalizer": normalizer_template(parts)}
+    st, _ = load_artifact(os.path.join(out, "mlp_ppo", "final"), tmpl)
+    plan = mlp_plan_fn(ppo, parts.cfg.diffusion.exec_steps, parts.env.command_size)
+    return plan, (st["planner"], st["normalizer"])
+
+
 def llc_steps_per_iteration(cfg: ExperimentConfig) -> int:
     """LLC steps of one DPPO iteration's rollout (every env, every executed command's hold)."""
     f = cfg.finetune
@@ -728,17 +738,9 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
         results[name] = _floats(eval_dp(pp, llc_l, key, cfg.task_curriculum))
         print(f"eval {name}: {results[name]}")
     if read_done(os.path.join(out, "mlp_ppo")) is not None:
-        ppo = baseline_ppo(parts)
-        tmpl = {
-            "planner": ppo.init(jax.random.PRNGKey(0)),
-            "normalizer": normalizer_template(parts),
-        }
-        st, _ = load_artifact(os.path.join(out, "mlp_ppo", "final"), tmpl)
-        plan = mlp_plan_fn(ppo, d.exec_steps, env.command_size)
+        plan, params = load_mlp_policy(parts, out)
         eval_mlp = make_evaluator(parts, plan, cfg.eval_episodes)
-        results["mlp_ppo"] = _floats(
-            eval_mlp((st["planner"], st["normalizer"]), llc, key, cfg.task_curriculum)
-        )
+        results["mlp_ppo"] = _floats(eval_mlp(params, llc, key, cfg.task_curriculum))
         print(f"eval mlp_ppo: {results['mlp_ppo']}")
     write_json(os.path.join(path, "results.json"), results)
     _plot_success(results, os.path.join(path, "success.png"))

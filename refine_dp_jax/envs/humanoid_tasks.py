@@ -13,6 +13,7 @@ with an untrained LLC they do not succeed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,9 @@ class TaskSpec:
     condition: Callable[..., jax.Array]  # (env, Features, TaskState) -> [] bool, instantaneous
     dropped: Callable[..., jax.Array]  # (env, Features) -> [] bool: the object is lost
     expert: Callable[..., jax.Array]  # (env, EnvState, Features) -> [Dc] command
+    # the condition's named parts, whose conjunction it is (diagnostics: which part an episode
+    # that ran out of time missed; experiments/outcomes.py); None: the condition alone
+    condition_parts: Callable[..., dict] | None = None
     # robot start ranges centre, and the heading the robot should have working there
     anchor: Callable[[HumanoidConfig], tuple[float, float]] = lambda c: (0.0, 0.0)
     approach_yaw: float = 0.0
@@ -346,11 +350,21 @@ def _released(env, f: Features):
     return opening_ok | (jnp.linalg.norm(f.hand_pos[1] - f.obj_pos) > 0.10)
 
 
-def _at_rest_in_disc(env, f: Features, task: TaskState):
+def _rest_in_disc_parts(env, f: Features, task: TaskState) -> dict:
     """Object inside the goal disc, resting on the table (the goal's height), still."""
-    inside = jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < env.cfg.goal_radius
-    resting = jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02
-    return inside & resting & (jnp.linalg.norm(f.obj_vel) < 0.1)
+    return {
+        "in_disc": jnp.linalg.norm(f.obj_pos[:2] - task.goal[:2]) < env.cfg.goal_radius,
+        "resting": jnp.abs(f.obj_pos[2] - task.goal[2]) < 0.02,
+        "still": jnp.linalg.norm(f.obj_vel) < 0.1,
+    }
+
+
+def _all(parts: dict) -> jax.Array:
+    return functools.reduce(jnp.logical_and, parts.values())
+
+
+def _at_rest_in_disc(env, f: Features, task: TaskState):
+    return _all(_rest_in_disc_parts(env, f, task))
 
 
 def _pp_condition(env, f: Features, task: TaskState):
@@ -610,9 +624,13 @@ def _box_released(env, f: Features):
     return jnp.all(lateral > hy + 0.02)
 
 
-def _table_place_condition(env, f: Features, task: TaskState):
+def _table_place_parts(env, f: Features, task: TaskState) -> dict:
     """Box inside the goal disc, resting on the table, still, both jaws off it."""
-    return _at_rest_in_disc(env, f, task) & _box_released(env, f)
+    return {**_rest_in_disc_parts(env, f, task), "released": _box_released(env, f)}
+
+
+def _table_place_condition(env, f: Features, task: TaskState):
+    return _all(_table_place_parts(env, f, task))
 
 
 RAISE = 0.08  # m, table place: hands raised this much above the squeeze to carry the box
@@ -744,6 +762,7 @@ TASKS: dict[str, TaskSpec] = {
             anchor=lambda c: (0.0, -c.place_offset / 2),
             place=_table_place_place,
             condition=_table_place_condition,
+            condition_parts=_table_place_parts,
             dropped=_box_dropped,
             expert=_table_place_expert,
             walks=False,

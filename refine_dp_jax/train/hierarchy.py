@@ -183,10 +183,15 @@ def make_qpos_rollout(
     num_decisions: int,
     exec_steps: int,
     hold: int,
+    record: Callable[[EnvState], Any] | None = None,
 ) -> Callable:
     """Deterministic rollout that records the pose at every LLC step (for videos); envs that finish
-    keep their final pose. rollout(hstate, planner_params, llc_learner, key)
-    -> (qpos [frames, B, nq], mocap_pos [frames, B, nmocap, 3]) (mocap bodies: goal markers)."""
+    keep their final state. rollout(hstate, planner_params, llc_learner, key)
+    -> (qpos [frames, B, nq], mocap_pos [frames, B, nmocap, 3]) (mocap bodies: goal markers).
+    ``record(states [B]) -> pytree`` replaces what is recorded (diagnostics: leaves [frames, B,
+    ...]); a finished env's last frames repeat its final state's."""
+    if record is None:
+        record = lambda s: (s.data.qpos, s.data.mocap_pos)  # noqa: E731
     v_step = jax.vmap(env.step)
     v_with = jax.vmap(env.with_command)
     limit = command_limiter(env, hold)
@@ -197,7 +202,9 @@ def make_qpos_rollout(
 
         def decision(carry, k):
             s, hist, alive = carry
-            chunk, _ = plan(planner_params, norm(hist), k, True)
+            # the planner's key as make_hier_rollout derives it: with the same key the same
+            # chains (x_K) as the evaluation's, so the same episodes
+            chunk, _ = plan(planner_params, norm(hist), jax.random.split(k)[0], True)
             cmds = jax.vmap(lambda c: denormalize_command(env, c))(chunk[:, :exec_steps])
 
             def command_step(carry, cmd):
@@ -208,7 +215,7 @@ def make_qpos_rollout(
                     s, alive = carry
                     a, _ = llc.act(llc_learner, s.obs, key, True)
                     nxt = jax.vmap(select)(alive, v_step(s, a), s)
-                    return (nxt, alive * (1.0 - nxt.done)), (nxt.data.qpos, nxt.data.mocap_pos)
+                    return (nxt, alive * (1.0 - nxt.done)), record(nxt)
 
                 (s, alive), qpos = jax.lax.scan(llc_step, (s, alive), None, length=hold)
                 return (s, jax.vmap(history_push)(hist, v_dpobs(s)), alive), qpos

@@ -53,12 +53,12 @@ def make_evaluate(
         steps = jnp.sum(first * decs.done * decs.episode_steps, axis=0)
         n_succ = jnp.sum(success)
         share = lambda x: jnp.sum(first * x) / num_envs  # noqa: E731
-        fell, nonfinite = share(decs.fell), share(decs.nonfinite * decs.done)
+        nonfinite = decs.nonfinite * decs.done
         return {
             "success_rate": jnp.mean(success),
-            "fell_rate": fell,
-            "lost_rate": share(decs.terminated) - jnp.mean(success) - fell - nonfinite,
-            "nonfinite_rate": nonfinite,
+            "fell_rate": share(decs.fell),
+            "lost_rate": share(decs.terminated - decs.success - decs.fell - nonfinite),
+            "nonfinite_rate": share(nonfinite),
             "timeout_rate": share(decs.done - decs.terminated),
             "episodes": jnp.float32(num_envs),
             "unfinished": jnp.sum(1.0 - ended),

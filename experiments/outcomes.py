@@ -9,8 +9,11 @@ succeeded, fell, lost the object, exploded, ran out of time; for the timed-out e
 share missing each part of the success test at the end (``TaskSpec.condition_parts``; for
 the table place: in the disc, resting on the table, still, released), their most frequent
 combinations of missed parts, the share whose object ever rose 2 cm / ever entered the goal
-disc (tasks with a goal), and the quartiles of the object's highest rise. A Markdown table on
-stdout; everything in ``--json`` (default ``OUT/eval/outcomes.json``).
+disc (tasks with a goal), the quartiles of the object's highest rise and of the longest time
+the success test held (the table lift's must hold 1 s). A Markdown table on
+stdout; everything in ``--json`` (default ``OUT/eval/outcomes.json``). ``--env
+push_force=0``: the same policies with an env field changed (what-if; written to
+``outcomes_push_force=0.json``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def record_fn(env):
             "done": s.done, "success": s.success, "truncated": s.truncated,
             "nonfinite": s.nonfinite, "fallen": s.metrics["fallen"], "parts": parts,
             "obj_z": f.obj_pos[2], "goal_offset": f.obj_pos - s.task.goal,
+            "hold": s.task.hold,  # s the success test has held (tasks that need it held)
         }  # fmt: skip
 
     return jax.vmap(one)
@@ -76,6 +80,8 @@ def classify(rec: dict, goal_radius: float | None) -> dict:
             "missed_combinations": dict(combos.most_common()),
             "object_rose_2cm": share(rise[timeout] > 0.02),
             "top_rise_quartiles_m": quart(rise[timeout]),
+            # the longest stretch the success test held (s; tasks with a hold time)
+            "longest_hold_quartiles_s": quart(np.where(frames, rec["hold"], 0.0).max(0)[timeout]),
         }  # fmt: skip
         if goal_radius is not None:
             dist = np.linalg.norm(rec["goal_offset"][..., :2], axis=-1)
@@ -90,7 +96,7 @@ def classify(rec: dict, goal_radius: float | None) -> dict:
 
 
 def measure(experiment: str, out: str, sets=(), episodes: int | None = None,
-            policies=None) -> dict:  # fmt: skip
+            policies=None, env_sets: dict | None = None) -> dict:  # fmt: skip
     import jax
     import numpy as np
 
@@ -112,6 +118,10 @@ def measure(experiment: str, out: str, sets=(), episodes: int | None = None,
                          "pass its --experiment and --set")  # fmt: skip
     parts = pipeline.build(cfg)
     env, d = parts.env, cfg.diffusion
+    if env_sets:  # what-if: the same policies in an env with other fields (e.g. no pushes)
+        from refine_dp_jax.envs import make as make_env
+
+        env = make_env(cfg.env, **{**dict(cfg.env_overrides), **env_sets})
     if not hasattr(env, "task_spec"):
         raise SystemExit(f"outcomes: {cfg.env} is not a humanoid task")
     n = episodes or cfg.eval_episodes
@@ -138,7 +148,7 @@ def measure(experiment: str, out: str, sets=(), episodes: int | None = None,
             rec = dp_rec((planner, normalizer), llc, key)
         results[name] = classify(jax.tree.map(np.asarray, rec), goal)
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
-    return {"experiment": experiment, "out": out, "episodes": n,
+    return {"experiment": experiment, "out": out, "episodes": n, "env_sets": env_sets or {},
             "curriculum": cfg.task_curriculum, "policies": results}  # fmt: skip
 
 
@@ -183,12 +193,17 @@ def main(argv=None) -> None:
                    help="the run's own --set overrides (its config)")  # fmt: skip
     p.add_argument("--episodes", type=int, help="default: the run's eval_episodes")
     p.add_argument("--policies", nargs="*", help="default: every finished one")
+    p.add_argument("--env", nargs="*", default=[], metavar="FIELD=JSON",
+                   help="what-if: env fields changed for this measurement only (e.g. "
+                   "push_force=0); the policies are the run's")  # fmt: skip
     p.add_argument("--json", help="default: OUT/eval/outcomes.json")
     args = p.parse_args(argv)
     from refine_dp_jax.logs import write_json
 
-    r = measure(args.experiment, args.out, args.set, args.episodes, args.policies)
-    path = args.json or os.path.join(args.out, "eval", "outcomes.json")
+    env_sets = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.env)}
+    r = measure(args.experiment, args.out, args.set, args.episodes, args.policies, env_sets)
+    tag = "".join(f"_{k}={v}" for k, v in env_sets.items())  # a what-if keeps its own file
+    path = args.json or os.path.join(args.out, "eval", f"outcomes{tag}.json")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     write_json(path, r)
     print(table(r))

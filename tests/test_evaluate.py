@@ -89,7 +89,7 @@ def test_outcomes_classify_first_episodes_by_hand_made_traces():
     f, n = 6, 5
     z = lambda: np.zeros((f, n))  # noqa: E731
     rec = {"done": z(), "success": z(), "truncated": z(), "nonfinite": z(), "fallen": z(),
-           "obj_z": z() + 0.8, "goal_offset": np.zeros((f, n, 3)) + 0.3,
+           "obj_z": z() + 0.8, "goal_offset": np.zeros((f, n, 3)) + 0.3, "hold": z(),
            "parts": {"in_disc": z(), "released": z()}}  # fmt: skip
     rec["done"][2:, 0] = rec["success"][2:, 0] = rec["fallen"][2:, 0] = 1  # env 0: success
     rec["done"][1:, 1] = rec["fallen"][1:, 1] = 1  # env 1: fell at frame 1
@@ -97,6 +97,7 @@ def test_outcomes_classify_first_episodes_by_hand_made_traces():
     rec["done"][5:, 3] = rec["truncated"][5:, 3] = 1  # env 3: out of time, in the disc
     rec["parts"]["in_disc"][:, 3] = 1
     rec["obj_z"][2, 3] = 0.85  # rose 5 cm on the way
+    rec["hold"][1:3, 3] = (0.1, 0.2)  # the test held for 0.2 s, then broke
     rec["goal_offset"][4:, 3] = (0.03, 0.04, 0.0)  # 5 cm from the goal's centre
     rec["done"][5:, 4] = rec["truncated"][5:, 4] = 1  # env 4: out of time, missed both
     rec["parts"]["released"][:5, 4] = 1  # released until the last frame
@@ -109,6 +110,7 @@ def test_outcomes_classify_first_episodes_by_hand_made_traces():
     assert t["missed_combinations"] == {"released": 1, "in_disc + released": 1}
     assert t["object_rose_2cm"] == 0.5 and t["object_entered_goal_disc"] == 0.5
     assert t["end_goal_offset_quartiles_m"]["y"] == pytest.approx([0.105, 0.17, 0.235])
+    assert t["longest_hold_quartiles_s"] == pytest.approx([0.05, 0.1, 0.15])
 
 
 def test_trajectory_recorder_replays_the_evaluations_episodes():

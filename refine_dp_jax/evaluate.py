@@ -83,12 +83,12 @@ def make_trajectory_recorder(
     t_len = decisions_per_episode(env, exec_steps, hold)
     rollout = make_qpos_rollout(env, llc_ppo, plan, lambda p: p[1], t_len, exec_steps, hold, record)
 
-    def record(planner_params, llc_learner, key):
+    def recorder(planner_params, llc_learner, key):
         k_init, k_roll = jax.random.split(key)
         hs = hier_init(env, k_init, num_envs, obs_history, curriculum)
         return rollout(hs, planner_params, llc_learner, k_roll)
 
-    return record
+    return recorder
 
 
 def render_video(

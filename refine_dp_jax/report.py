@@ -108,7 +108,7 @@ def _results_section(out: str) -> list[str]:
     lines += [
         "",
         "Every episode ends in one of: success, the robot fell, the task object lost "
-        "(dropped off the table), out of time, an exploded state (non-finite).",
+        "(e.g. dropped off the table), out of time, an exploded state (non-finite).",
         "",
     ]
     if os.path.exists(os.path.join(out, "eval", "success.png")):

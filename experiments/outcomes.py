@@ -91,6 +91,11 @@ def classify(rec: dict, goal_radius: float | None) -> dict:
             # where the object was left, from the goal (world x, y, z)
             off = at_end(rec["goal_offset"])[timeout]
             t["end_goal_offset_quartiles_m"] = {a: quart(off[:, i]) for i, a in enumerate("xyz")}
+            # the object's height at the end against the goal's (a goal on a table: on the
+            # table, below its top (over an edge, on the floor), above it (held))
+            t["end_height_vs_goal"] = {"level": share(np.abs(off[:, 2]) <= 0.02),
+                                       "below": share(off[:, 2] < -0.02),
+                                       "above": share(off[:, 2] > 0.02)}  # fmt: skip
         out["timed_out"] = t
     return out
 

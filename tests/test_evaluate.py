@@ -111,6 +111,7 @@ def test_outcomes_classify_first_episodes_by_hand_made_traces():
     assert t["object_rose_2cm"] == 0.5 and t["object_entered_goal_disc"] == 0.5
     assert t["end_goal_offset_quartiles_m"]["y"] == pytest.approx([0.105, 0.17, 0.235])
     assert t["longest_hold_quartiles_s"] == pytest.approx([0.05, 0.1, 0.15])
+    assert t["end_height_vs_goal"] == {"level": 0.5, "below": 0.0, "above": 0.5}
 
 
 def test_trajectory_recorder_replays_the_evaluations_episodes():

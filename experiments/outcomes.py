@@ -30,6 +30,8 @@ def record_fn(env):
     import jax
     import jax.numpy as jnp
 
+    from refine_dp_jax.train.hierarchy import episode_ending
+
     spec = env.task_spec
     parts_of = spec.condition_parts or (lambda e, f, t: {"condition": spec.condition(e, f, t)})
 
@@ -37,8 +39,7 @@ def record_fn(env):
         f = env.features(s.data)
         parts = {k: v.astype(jnp.float32) for k, v in parts_of(env, f, s.task).items()}
         return {
-            "done": s.done, "success": s.success, "truncated": s.truncated,
-            "nonfinite": s.nonfinite, "fallen": s.metrics["fallen"], "parts": parts,
+            **episode_ending(s), "parts": parts,
             "obj_z": f.obj_pos[2], "goal_offset": f.obj_pos - s.task.goal,
             "hold": s.task.hold,  # s the success test has held (tasks that need it held)
         }  # fmt: skip
@@ -46,20 +47,20 @@ def record_fn(env):
     return jax.vmap(one)
 
 
-def classify(rec: dict, goal_radius: float | None) -> dict:
-    """Outcome shares and timed-out diagnostics from ``record_fn``'s arrays [frames, B]."""
+def classify(rec: dict, goal_radius: float) -> dict:
+    """Outcome shares and timed-out diagnostics from ``record_fn``'s arrays [frames, B] (how
+    episodes end: ``hierarchy.episode_ending``, the evaluation's rule; the goal-disc figures
+    for tasks whose success test has an ``in_disc`` part)."""
     import numpy as np
 
-    done = rec["done"] > 0.5
+    from refine_dp_jax.train.hierarchy import OUTCOMES
+
+    done = sum(rec[k] for k in OUTCOMES) > 0.5
     n = done.shape[1]
     ended = done.any(0)
     end = np.where(ended, np.argmax(done, 0), done.shape[0] - 1)  # the first episode's end
     at_end = lambda x: x[end, np.arange(n)]  # noqa: E731
-    success = at_end(rec["success"]) > 0.5
-    nonfinite = (at_end(rec["nonfinite"]) > 0.5) & ~success
-    timeout = (at_end(rec["truncated"]) > 0.5) & ~success
-    fell = ended & ~success & ~nonfinite & ~timeout & (at_end(rec["fallen"]) > 0.5)
-    lost = ended & ~success & ~nonfinite & ~timeout & ~fell
+    success, fell, lost, nonfinite, timeout = (at_end(rec[k]) > 0.5 for k in OUTCOMES)
     frames = np.arange(done.shape[0])[:, None] <= end[None]  # the first episode's frames
     rise = np.where(frames, rec["obj_z"] - rec["obj_z"][:1], -np.inf).max(0)
     share = lambda m: float(m.mean())  # noqa: E731
@@ -83,7 +84,7 @@ def classify(rec: dict, goal_radius: float | None) -> dict:
             # the longest stretch the success test held (s; tasks with a hold time)
             "longest_hold_quartiles_s": quart(np.where(frames, rec["hold"], 0.0).max(0)[timeout]),
         }  # fmt: skip
-        if goal_radius is not None:
+        if "in_disc" in rec["parts"]:
             dist = np.linalg.norm(rec["goal_offset"][..., :2], axis=-1)
             closest = np.where(frames, dist, np.inf).min(0)
             t["object_entered_goal_disc"] = share(closest[timeout] < goal_radius)
@@ -107,20 +108,17 @@ def measure(experiment: str, out: str, sets=(), episodes: int | None = None,
 
     from refine_dp_jax import pipeline
     from refine_dp_jax.cli import experiment_config
+    from refine_dp_jax.config import ConfigError
     from refine_dp_jax.evaluate import make_trajectory_recorder
-    from refine_dp_jax.report import config_diff
     from refine_dp_jax.train.finetune import dp_plan_fn
 
     cfg = experiment_config(experiment, tuple(sets))
-    saved = os.path.join(out, "config.json")
-    if not os.path.exists(saved):
-        raise SystemExit(f"outcomes: {saved} not found: not a run directory")
-    with open(saved) as f:
-        diff = config_diff(json.load(f).get("config", {}), pipeline.config_dict(cfg))
-    if diff:
-        raise SystemExit(f"outcomes: {out} was run with another config "
-                         f"({'; '.join(f'{k}: {a} -> {b}' for k, a, b in diff[:5])}): "
-                         "pass its --experiment and --set")  # fmt: skip
+    if not os.path.exists(os.path.join(out, "config.json")):
+        raise SystemExit(f"outcomes: {out} holds no config.json: not a run directory")
+    try:  # the run's own --experiment and --set
+        pipeline.refuse_other_config(cfg, out)
+    except ConfigError as e:
+        raise SystemExit(f"outcomes: {e}") from None
     parts = pipeline.build(cfg)
     env, d = parts.env, cfg.diffusion
     if env_sets:  # what-if: the same policies in an env with other fields (e.g. no pushes)
@@ -141,7 +139,6 @@ def measure(experiment: str, out: str, sets=(), episodes: int | None = None,
         env, parts.llc_ppo, plan, d.obs_history, d.exec_steps, cfg.hold, n,
         cfg.task_curriculum, record_fn(env)))  # fmt: skip
     dp_rec = recorder(dp_plan_fn(parts.dppo, d.ft_steps))
-    goal = getattr(env.cfg, "goal_radius", None) if "in_disc" in _part_names(env) else None
     results = {}
     for name in names:
         if name == "mlp_ppo":
@@ -151,21 +148,10 @@ def measure(experiment: str, out: str, sets=(), episodes: int | None = None,
         else:
             planner, normalizer, llc = pipeline.load_policy(parts, out, name)
             rec = dp_rec((planner, normalizer), llc, key)
-        results[name] = classify(jax.tree.map(np.asarray, rec), goal)
+        results[name] = classify(jax.tree.map(np.asarray, rec), env.cfg.goal_radius)
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
     return {"experiment": experiment, "out": out, "episodes": n, "env_sets": env_sets or {},
             "curriculum": cfg.task_curriculum, "policies": results}  # fmt: skip
-
-
-def _part_names(env) -> list[str]:
-    spec = env.task_spec
-    if spec.condition_parts is None:
-        return ["condition"]
-    import jax
-
-    f = jax.eval_shape(lambda: env.features(env.reset(jax.random.PRNGKey(0)).data))
-    s = jax.eval_shape(lambda: env.reset(jax.random.PRNGKey(0)))
-    return list(jax.eval_shape(lambda f, t: spec.condition_parts(env, f, t), f, s.task))
 
 
 def table(r: dict) -> str:

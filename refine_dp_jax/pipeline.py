@@ -75,7 +75,7 @@ from refine_dp_jax.train.finetune import (
     mlp_plan_fn,
 )
 from refine_dp_jax.train.gaussian_ppo import PPOConfig, make_gaussian_ppo
-from refine_dp_jax.train.hierarchy import ObsNormalizer, hier_init
+from refine_dp_jax.train.hierarchy import OUTCOMES, ObsNormalizer, hier_init
 from refine_dp_jax.train.llc import LLCConfig, make_llc_ppo, make_llc_train
 from refine_dp_jax.train.loop import run_loop
 from refine_dp_jax.train.pretrain import make_pretrain_epoch, pretrain_init
@@ -774,7 +774,6 @@ def stage_evaluate(parts: Parts, out: str) -> dict:
 
 
 STAGES = ("llc", "demos", "dp", "finetune_dp", "finetune_joint", "mlp_ppo", "eval")
-OUTCOMES = ("success", "fell", "lost", "nonfinite", "timeout")  # evaluate.make_evaluate
 
 
 def write_summary(cfg: ExperimentConfig, out: str) -> dict:
@@ -856,23 +855,32 @@ def save_config(cfg: ExperimentConfig, out: str, run: dict | None = None) -> Non
     how the run was started (experiment, overrides, command), kept from an earlier write when
     not given; versions and commit are those of the latest write."""
     path = os.path.join(out, "config.json")
-    new = config_dict(cfg)
+    refuse_other_config(cfg, out)
     if os.path.exists(path):
         with open(path) as f:
-            stored = json.load(f)
-        old = stored.get("config")
-        run = run or stored.get("run")
-        if old is not None and old != new:
-            diff = _diff(old, new)
-            raise ConfigError(
-                f"{out} was started with another config ({'; '.join(diff[:5])}); "
-                "use a new --out or the same settings"
-            )
+            run = run or json.load(f).get("run")
     import mujoco
 
     versions = {"jax": jax.__version__, "mujoco": mujoco.__version__, "commit": _commit()}
-    record = {"config": new, "versions": versions, **({"run": run} if run else {})}
+    record = {"config": config_dict(cfg), "versions": versions, **({"run": run} if run else {})}
     write_json(path, record)
+
+
+def refuse_other_config(cfg: ExperimentConfig, out: str) -> None:
+    """ConfigError if the run directory ``out`` was started with a config other than ``cfg``
+    (nothing to refuse where it holds no config.json yet)."""
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f).get("config")
+    new = config_dict(cfg)
+    if old is not None and old != new:
+        diff = _diff(old, new)
+        raise ConfigError(
+            f"{out} was started with another config ({'; '.join(diff[:5])}); "
+            "use a new --out or the same settings"
+        )
 
 
 def _diff(a, b) -> list[str]:

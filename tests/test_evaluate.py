@@ -83,8 +83,12 @@ def test_outcomes_classify_first_episodes_by_hand_made_traces():
     """experiments/outcomes.classify on five envs whose traces are written out by hand: a
     success (with the fallen flag up: counts as a success), a fall, a lost object, a timeout
     that missed "released" only and one that missed both parts, each read at the first
-    episode's end (frames after it repeat the final state, as a finished env's do)."""
+    episode's end (frames after it repeat the final state, as a finished env's do). The
+    states' flags go through hierarchy.episode_ending, as record_fn's do."""
+    import types
+
     from experiments.outcomes import classify
+    from refine_dp_jax.train.hierarchy import episode_ending
 
     f, n = 6, 5
     z = lambda: np.zeros((f, n))  # noqa: E731
@@ -101,7 +105,10 @@ def test_outcomes_classify_first_episodes_by_hand_made_traces():
     rec["goal_offset"][4:, 3] = (0.03, 0.04, 0.0)  # 5 cm from the goal's centre
     rec["done"][5:, 4] = rec["truncated"][5:, 4] = 1  # env 4: out of time, missed both
     rec["parts"]["released"][:5, 4] = 1  # released until the last frame
-    r = classify(rec, goal_radius=0.1)
+    state = types.SimpleNamespace(**{k: rec.pop(k) for k in
+                                     ("done", "success", "truncated", "nonfinite")},
+                                  metrics={"fallen": rec.pop("fallen")})  # fmt: skip
+    r = classify({**rec, **episode_ending(state)}, goal_radius=0.1)
     want = {"success": 0.2, "fell": 0.2, "lost": 0.2, "nonfinite": 0.0, "timeout": 0.4}
     assert {k: r[k] for k in want} == pytest.approx(want)
     t = r["timed_out"]

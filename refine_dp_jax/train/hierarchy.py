@@ -62,6 +62,24 @@ class Decision(NamedTuple):
     fell: jax.Array  # 1 where the episode failed with the robot fallen (envs that report it)
 
 
+# how an episode can end (episode_ending's keys; the evaluation's ``<key>_rate``)
+OUTCOMES = ("success", "fell", "lost", "nonfinite", "timeout")
+
+
+def episode_ending(s: EnvState) -> dict:
+    """How the episode of ``s`` ended, as 0/1 floats per OUTCOMES: all 0 while it runs, one of
+    them 1 once it is done: success (a success with the robot fallen counts as a success), the
+    robot fell (envs whose metrics report ``fallen``), an exploded state, out of time, or
+    another failure (``lost``: the task object lost)."""
+    done = s.done
+    success = done * s.success
+    nonfinite = done * (1.0 - s.success) * s.nonfinite
+    fell = done * (1.0 - s.success) * (1.0 - s.nonfinite) * s.metrics.get("fallen", 0.0 * done)
+    timeout = done * s.truncated
+    return {"success": success, "fell": fell, "nonfinite": nonfinite, "timeout": timeout,
+            "lost": done - success - fell - nonfinite - timeout}  # fmt: skip
+
+
 # plan(planner_params, cond [B,To,Ds], key, deterministic) -> (chunk [B,Ta,Dc] in [-1,1], aux)
 PlanFn = Callable[[Any, jax.Array, jax.Array, bool], tuple[jax.Array, Any]]
 
@@ -159,8 +177,7 @@ def make_hier_rollout(
                 terminated=done * (1.0 - s.truncated), success=done * s.success,
                 episode_steps=done * s.step_count, nonfinite=acc["nonfinite"],
                 hand_err=acc["hand_err"] / jnp.maximum(acc["live"], 1.0),
-                fell=done * (1.0 - s.success) * (1.0 - s.nonfinite)
-                * s.metrics.get("fallen", jnp.zeros_like(done)),
+                fell=episode_ending(s)["fell"],
             )  # fmt: skip
             s = v_reset_where(s, done, hs.curriculum)
             fresh_hist = jax.vmap(lambda st: history_init(env.dp_observation(st), hist.shape[1]))(s)

@@ -94,18 +94,25 @@ def plot(logs: list[Path], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    curves = []
     for path in logs:
         lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        lines = [x for x in lines if "it" in x]  # without the closing summary line
-        its = [x["it"] for x in lines if "eval" in x]
-        evals = [x["eval"] for x in lines if "eval" in x]
+        curves.append((path, [x for x in lines if "it" in x]))  # without the summary line
+    episodes = {lines[0].get("episodes", 0) for _, lines in curves}
+    for path, lines in curves:
         label = lines[0].get("label") or (
             " ".join(x.removeprefix("dppo.") for x in lines[0].get("set", [])) or path.stem
         )
-        ax.plot(its, evals, marker="o", label=label + (" (joint)" if lines[0].get("joint") else ""))
+        label += " (joint)" if lines[0].get("joint") else ""
+        if len(episodes) > 1:  # logs evaluated on different episode counts say theirs
+            label += f", {lines[0].get('episodes', 0)} episodes"
+        its = [x["it"] for x in lines if "eval" in x]
+        ax.plot(its, [x["eval"] for x in lines if "eval" in x], marker="o", label=label)
     ax.axhline(0.9, color="grey", ls=":", lw=1)
     ax.set_xlabel("DPPO iteration")
-    ax.set_ylabel(f"success (deterministic, {lines[0].get('episodes', 0)} episodes)")
+    ax.set_ylabel(
+        "success (deterministic" + (f", {episodes.pop()} episodes)" if len(episodes) == 1 else ")")
+    )
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -93,7 +93,8 @@ def experiment_config(experiment: str, overrides):
 
 
 def _parse_any(text: str):
-    """An environment field's value: bool, int, float, comma-separated numbers, or a string."""
+    """An environment field's value: bool, int, float, comma-separated numbers (optionally in
+    brackets or parentheses: ``1.5,3.5``, ``[1.5,3.5]``, ``(1.5, 3.5)``), or a string."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -104,7 +105,7 @@ def _parse_any(text: str):
             pass
     if "," in text:
         try:
-            return tuple(float(x) for x in text.strip("()").split(",") if x.strip())
+            return tuple(float(x) for x in text.strip("()[] ").split(",") if x.strip())
         except ValueError:
             pass
     return text

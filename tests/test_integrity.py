@@ -241,6 +241,11 @@ def test_repeated_set_flags_are_all_applied():
     assert (cfg.seed, cfg.hold, cfg.dppo.actor_lr) == (3, 3, 2e-4)
     cfg = cli.experiment_config(TINY, (("env_overrides.episode_seconds=9",),))
     assert dict(cfg.env_overrides) == {"episode_seconds": 9}
+    for text in ("1.5,3.5", "[1.5,3.5]", "(1.5, 3.5)"):  # a tuple field, spelled three ways
+        cfg = cli.experiment_config(
+            "humanoid_llc_stand", ((f"env_overrides.push_interval={text}",),)
+        )
+        assert dict(cfg.env_overrides)["push_interval"] == (1.5, 3.5), text
 
 
 def test_missing_upstream_artifact_names_the_command(tmp_path, capsys):

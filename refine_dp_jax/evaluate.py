@@ -14,7 +14,7 @@ import numpy as np
 
 from refine_dp_jax.envs.base import Env
 from refine_dp_jax.train.gaussian_ppo import GaussianPPO
-from refine_dp_jax.train.hierarchy import PlanFn, hier_init, make_hier_rollout
+from refine_dp_jax.train.hierarchy import OUTCOMES, PlanFn, hier_init, make_hier_rollout
 
 
 def decisions_per_episode(env: Env, exec_steps: int, hold: int) -> int:
@@ -53,13 +53,9 @@ def make_evaluate(
         steps = jnp.sum(first * decs.done * decs.episode_steps, axis=0)
         n_succ = jnp.sum(success)
         share = lambda x: jnp.sum(first * x) / num_envs  # noqa: E731
-        nonfinite = decs.nonfinite * decs.done
         return {
             "success_rate": jnp.mean(success),
-            "fell_rate": share(decs.fell),
-            "lost_rate": share(decs.terminated - decs.success - decs.fell - nonfinite),
-            "nonfinite_rate": share(nonfinite),
-            "timeout_rate": share(decs.done - decs.terminated),
+            **{f"{k}_rate": share(decs.ending[k]) for k in OUTCOMES if k != "success"},
             "episodes": jnp.float32(num_envs),
             "unfinished": jnp.sum(1.0 - ended),
             "completion_time_s": jnp.sum(success * steps) * env.dt / jnp.maximum(n_succ, 1.0),

@@ -59,7 +59,7 @@ class Decision(NamedTuple):
     episode_steps: jax.Array  # LLC steps of the episode when it ended (else 0)
     hand_err: jax.Array  # mean hand tracking error over the chunk's live steps
     nonfinite: jax.Array
-    fell: jax.Array  # 1 where the episode failed with the robot fallen (envs that report it)
+    ending: dict  # episode_ending of the chunk's last state: 0/1 per OUTCOMES (all 0 if alive)
 
 
 # how an episode can end (episode_ending's keys; the evaluation's ``<key>_rate``)
@@ -177,7 +177,7 @@ def make_hier_rollout(
                 terminated=done * (1.0 - s.truncated), success=done * s.success,
                 episode_steps=done * s.step_count, nonfinite=acc["nonfinite"],
                 hand_err=acc["hand_err"] / jnp.maximum(acc["live"], 1.0),
-                fell=episode_ending(s)["fell"],
+                ending=episode_ending(s),
             )  # fmt: skip
             s = v_reset_where(s, done, hs.curriculum)
             fresh_hist = jax.vmap(lambda st: history_init(env.dp_observation(st), hist.shape[1]))(s)

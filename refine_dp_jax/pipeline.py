@@ -855,10 +855,8 @@ def save_config(cfg: ExperimentConfig, out: str, run: dict | None = None) -> Non
     how the run was started (experiment, overrides, command), kept from an earlier write when
     not given; versions and commit are those of the latest write."""
     path = os.path.join(out, "config.json")
-    refuse_other_config(cfg, out)
-    if os.path.exists(path):
-        with open(path) as f:
-            run = run or json.load(f).get("run")
+    stored = refuse_other_config(cfg, out)  # always checked, whether ``run`` is given or not
+    run = run or stored.get("run")
     import mujoco
 
     versions = {"jax": jax.__version__, "mujoco": mujoco.__version__, "commit": _commit()}
@@ -866,14 +864,16 @@ def save_config(cfg: ExperimentConfig, out: str, run: dict | None = None) -> Non
     write_json(path, record)
 
 
-def refuse_other_config(cfg: ExperimentConfig, out: str) -> None:
+def refuse_other_config(cfg: ExperimentConfig, out: str) -> dict:
     """ConfigError if the run directory ``out`` was started with a config other than ``cfg``
-    (nothing to refuse where it holds no config.json yet)."""
+    (nothing to refuse where it holds no config.json yet); else its stored config.json record
+    ({} where there is none)."""
     path = os.path.join(out, "config.json")
     if not os.path.exists(path):
-        return
+        return {}
     with open(path) as f:
-        old = json.load(f).get("config")
+        stored = json.load(f)
+    old = stored.get("config")
     new = config_dict(cfg)
     if old is not None and old != new:
         diff = _diff(old, new)
@@ -881,6 +881,7 @@ def refuse_other_config(cfg: ExperimentConfig, out: str) -> None:
             f"{out} was started with another config ({'; '.join(diff[:5])}); "
             "use a new --out or the same settings"
         )
+    return stored
 
 
 def _diff(a, b) -> list[str]:

@@ -210,6 +210,8 @@ def test_run_dir_refuses_a_different_config(tiny_cfg, tmp_path):
     pipeline.save_config(tiny_cfg, str(tmp_path))
     with pytest.raises(ConfigError, match="another config"):
         pipeline.save_config(replace(tiny_cfg, seed=5), str(tmp_path))
+    with pytest.raises(ConfigError, match="another config"):  # also when told how it started
+        pipeline.save_config(replace(tiny_cfg, seed=5), str(tmp_path), run={"command": "x"})
 
 
 def test_cli_help_and_bad_experiment(capsys):

@@ -26,6 +26,19 @@ def git_rev() -> str:
         return "unknown"
 
 
+def host_cpu() -> str:
+    """The host's CPU model and the cores this process may use, e.g. "Intel(R) Xeon(R)
+    Processor, 2 cores": CPU figures from different sessions' machines are not comparable."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
 def timed_compile(fn, *args) -> tuple[Any, float]:
     """Ahead-of-time compile of jit(fn) for ``args``; returns (compiled, seconds)."""
     t = time.perf_counter()
@@ -44,6 +57,7 @@ def append_result(benchmark: str, **fields: Any) -> dict:
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
         "platform": dev.platform,
+        "host_cpu": host_cpu(),
         "jax": jax.__version__,
         "mujoco": mujoco.__version__,
         "python": platform.python_version(),

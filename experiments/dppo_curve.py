@@ -68,6 +68,7 @@ def run_curve(args) -> None:
             "t": round(train_s, 1),
             "train_success": round(float(m["dp/success_rate"]), 3),
             "approx_kl": float(m["dp/approx_kl"]),
+            "kl_after_update": float(m["dp/kl_after_update"]),
             "clip_frac": float(m["dp/clip_frac"]),
         }
         if args.joint:  # the LLC phase's metrics: tracking reward, action std, losses

@@ -89,6 +89,7 @@ def train(out: str, cfg, command: str, minutes: float, video_episodes: int) -> d
 
     from refine_dp_jax import pipeline
     from refine_dp_jax.gl import choose_gl_backend, rendering_available
+    from refine_dp_jax.logs import write_json
     from refine_dp_jax.policy_store import save_llc
 
     parts = pipeline.build(cfg)
@@ -128,8 +129,7 @@ def train(out: str, cfg, command: str, minutes: float, video_episodes: int) -> d
             summary["video"] = f"skipped: {type(e).__name__}: {e}"
     else:
         summary["video"] = "skipped: no OpenGL backend (install libosmesa6) or --video-episodes 0"
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=str)
+    write_json(os.path.join(out, "summary.json"), summary, default=str)
     return summary
 
 
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.minutes <= 0 or a.envs < 1 or min(a.bench_envs) < 1 or a.bench_reps < 1:
         raise ConfigError("--minutes must be > 0; --envs, --bench-envs, --bench-reps >= 1")
     from refine_dp_jax.cli import experiment_config, setup_process
+    from refine_dp_jax.logs import write_json
 
     setup_process()
     os.makedirs(a.out, exist_ok=True)
@@ -164,8 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     benchmarks.common.RESULTS = os.path.join(a.out, "bench.jsonl")
     dev = device_info()
     print("device:", json.dumps(dev))
-    with open(os.path.join(a.out, "device.json"), "w") as f:
-        json.dump(dev, f)
+    write_json(os.path.join(a.out, "device.json"), dev)
     sets = [*a.set, f"llc.num_envs={a.envs}"]
     cfg = experiment_config(a.experiment, [sets])
     result = {"device": dev}

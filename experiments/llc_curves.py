@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     c = cfg["config"]
     env = dict(c.get("env_overrides") or [])
     from refine_dp_jax import envs
+    from refine_dp_jax.logs import write_json
 
     dt = envs.make(c["env"], **env).dt
     rows = load(a.llc_dir, dt, c["llc"]["rollout_steps"])
@@ -103,8 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = first_last(rows)
     title = a.title or ("walking LLC" if walks(rows) else "standing LLC")
     plot(rows, os.path.join(a.out, "curves.png"), title)
-    with open(os.path.join(a.out, "first_last.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(os.path.join(a.out, "first_last.json"), summary)
     with open(os.path.join(a.out, "first_last.md"), "w") as f:
         f.write(markdown(summary))
     shutil.copy(os.path.join(a.llc_dir, "metrics.jsonl"), os.path.join(a.out, "metrics.jsonl"))

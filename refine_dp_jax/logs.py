@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 
 
-def write_json(path: str, obj: Any, fsync: bool = False) -> None:
+def write_json(path: str, obj: Any, fsync: bool = False, default=None) -> None:
     """Writes ``obj`` as indented JSON to ``path`` atomically: a temporary file beside it, then
     a rename, so that a killed process leaves the old file or the new one, never half of one.
-    ``fsync``: flush the data to disk before the rename (manifests that vouch for other files)."""
+    ``fsync``: flush the data to disk before the rename (manifests that vouch for other files).
+    ``default``: as ``json.dump``'s (e.g. ``str`` for values JSON has no type for)."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
+            json.dump(obj, f, indent=1, default=default)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())

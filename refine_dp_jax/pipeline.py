@@ -557,12 +557,12 @@ def stage_finetune(parts: Parts, out: str, joint: bool, stop_after: int | None =
         return done
     cfg, t0 = parts.cfg, time.time()
     state = finetune_state(parts, cfg, out, joint)
-    keys = ["dp/success_rate", "dp/task_reward", "dp/v_loss", "dp/approx_kl", "dp/clip_frac",
+    keys = ["dp/success_rate", "dp/task_reward", "dp/v_loss", "dp/kl_after_update", "dp/clip_frac",
             "dp/hand_err", "llc/tracking_reward", "llc/v_loss", "dp/nonfinite_resets"]  # fmt: skip
     state, rows = run_loop(
         path, state, finetune_step(parts, cfg, joint), cfg.finetune.iterations, cfg.ckpt_every,
         f"stage 4: {'joint DPPO + LLC PPO' if joint else 'DPPO (DP only)'}", plot_keys=keys,
-        postfix_keys=("dp/success_rate", "dp/approx_kl"), stop_after=stop_after,
+        postfix_keys=("dp/success_rate", "dp/kl_after_update"), stop_after=stop_after,
     )  # fmt: skip
     if stop_after is not None and len(rows) >= stop_after:
         return {"interrupted": True}

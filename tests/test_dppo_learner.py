@@ -119,3 +119,29 @@ def test_critic_epochs_fit_the_returns_and_leave_the_actor_alone(setup):
     assert out[100][1] < 0.6 * min(before, out[0][1]), (before, out[0][1], out[100][1])
     assert out[100][2]["v_loss_after_critic_epochs"].shape == ()
     assert "v_loss_after_critic_epochs" not in out[0][2]
+
+
+def test_update_reports_how_far_it_moved_the_policy(setup):
+    """``kl_after_update``: E[r - 1 - log r] of the stored pairs under the updated actor (all
+    N K' = 120 pairs here, fewer than ``KL_PAIRS``), against a NumPy evaluation of the same
+    estimator. With one Adam step per update the loss's ``approx_kl``, measured before the
+    step, is ~0; the step's own KL is not. During the critic warm-up the actor stays and so
+    does the KL (0 up to the stored log-likelihoods' float error)."""
+    dcfg, fns, learner, batch = setup
+    den, critic = make_denoiser(dcfg.denoiser), Critic(hidden=(16, 16))
+    one_step = lambda warmup: DPPOConfig(
+        epochs=1, minibatches=1, critic_warmup_iters=warmup, actor_lr=3e-2
+    )
+    f = make_dppo(den, critic, dcfg, one_step(0), DA)
+    start = f.init(learner.actor, learner.critic, N)  # the config's learning rate
+    new, m = jax.jit(f.update)(start, batch, jax.random.key(11))
+    lr = np.asarray(f.log_probs(new.actor, new.hyper, batch.cond, batch.xs), np.float64)
+    lr -= np.asarray(batch.old_log_prob, np.float64)
+    oracle = np.mean(np.expm1(lr) - lr)
+    assert oracle > 1e-5, oracle
+    assert float(m["kl_after_update"]) == pytest.approx(oracle, rel=1e-3, abs=1e-8)
+    assert abs(float(m["approx_kl"])) < 1e-2 * oracle
+    f_warm = make_dppo(den, critic, dcfg, one_step(5), DA)
+    start = f_warm.init(learner.actor, learner.critic, N)
+    _, m_warm = jax.jit(f_warm.update)(start, batch, jax.random.key(11))
+    assert abs(float(m_warm["kl_after_update"])) < 1e-2 * oracle

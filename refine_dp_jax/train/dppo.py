@@ -74,6 +74,9 @@ class DPPOBatch:
     returns: jax.Array  # [N]
 
 
+KL_PAIRS = 1024  # (decision, denoising step) pairs that measure the update's KL
+
+
 class DPPOFns(NamedTuple):
     """Pure functions closed over the static configuration."""
 
@@ -241,11 +244,27 @@ def make_dppo(
         if pcfg.critic_epochs:
             critic_p, c_opt, v_loss = fit_critic(learner, critic_p, c_opt, batch, k_critic)
             metrics["v_loss_after_critic_epochs"] = v_loss
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["kl_after_update"] = update_kl(actor, learner.hyper, batch, key)
         learner = learner.replace(
             actor=actor, critic=critic_p, actor_opt=a_opt, critic_opt=c_opt,
             iteration=learner.iteration + 1,
         )  # fmt: skip
-        return learner, jax.tree.map(jnp.mean, metrics)
+        return learner, metrics
+
+    def update_kl(actor, hyper, batch: DPPOBatch, key):
+        """How far the whole update moved the policy: the loss's approximate KL (E[r - 1 -
+        log r] over the stored pairs, r the likelihood ratio) with the updated actor, on up to
+        ``KL_PAIRS`` pairs drawn at random. The loss's own ``approx_kl`` is measured before each
+        minibatch's step, so it reads 0 where an update is one Adam step (the humanoid tasks).
+        One forward pass of those pairs; its key is folded from ``key``, so the update's own
+        random draws are unchanged."""
+        total = batch.old_log_prob.size
+        idx = jax.random.permutation(jax.random.fold_in(key, 0x6B6C), total)[: min(total, KL_PAIRS)]
+        d, i = idx // n_ft, idx % n_ft
+        lp = step_lp(actor, hyper, batch.cond[d], batch.xs[d, i], batch.xs[d, i + 1], i)
+        log_ratio = lp - batch.old_log_prob[d, i]
+        return jnp.mean(jnp.expm1(log_ratio) - log_ratio)
 
     def init(pretrained, critic_params, num_envs: int) -> DPPOLearner:
         return DPPOLearner(

@@ -10,8 +10,15 @@ every row): one row per largest push (``push_force``, directions uniform on the 
 one per direction sector at ``--sector-force``: pushes drawn within 45 degrees of the robot's
 forward, left, backward and right (the robot starts facing +x: ``start_angle`` and
 ``start_heading`` 0 in those rows). Everything else as in the LLC's training (payloads,
-friction, arm configurations). Writes ``OUT/falls.json`` after every row (a rerun skips the
-rows it holds for the same LLC and episodes) and ``OUT/falls.png``.
+friction, arm configurations), unless ``--set`` changes it for every row; ``--sectors`` picks
+directions and ``--forces`` (possibly none) the any-direction rows, e.g. the forward pushes
+without hand payloads:
+
+    python -m experiments.llc_falls --llc DIR --out OUT --forces --sectors forward \
+        --set env_overrides.payload_prob=0
+
+Writes ``OUT/falls.json`` after every row (a rerun skips the rows it holds for the same LLC,
+episodes and ``--set``) and ``OUT/falls.png``.
 """
 
 from __future__ import annotations
@@ -26,10 +33,15 @@ import time
 SECTORS = {"forward": 0.0, "left": 0.5 * math.pi, "backward": math.pi, "right": -0.5 * math.pi}
 
 
-def rows_wanted(forces: list[float], sector_force: float) -> list[tuple[str, dict]]:
-    """(name, env overrides) of every evaluation, in order."""
+def rows_wanted(
+    forces: list[float], sector_force: float, sectors: list[str] | None = None
+) -> list[tuple[str, dict]]:
+    """(name, env overrides) of every evaluation, in order (``sectors``: those directions only,
+    default all four)."""
     rows = [(f"push {f:g} N", {"push_force": f}) for f in forces]
     for name, centre in SECTORS.items():
+        if sectors is not None and name not in sectors:
+            continue
         sector = (centre - math.pi / 4, centre + math.pi / 4)
         over = {"push_force": sector_force, "push_angle": sector, "start_angle": 0.0,
                 "start_heading": 0.0}  # fmt: skip
@@ -46,15 +58,15 @@ def run(args) -> dict:
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "falls.json")
     ident = {"llc": os.path.normpath(args.llc), "episodes": args.episodes,
-             "experiment": args.experiment}  # fmt: skip
+             "experiment": args.experiment, "set": list(args.set)}  # fmt: skip
     result = {**ident, "rows": {}}
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        if all(old.get(k) == v for k, v in ident.items()):
+        if all(old.get(k, [] if k == "set" else None) == v for k, v in ident.items()):
             result = old
-    base = experiment_config(args.experiment, (f"llc.eval_episodes={args.episodes}",))
-    todo = rows_wanted(args.forces, args.sector_force)
+    base = experiment_config(args.experiment, (f"llc.eval_episodes={args.episodes}", *args.set))
+    todo = rows_wanted(args.forces, args.sector_force, args.sectors)
     for i, (name, over) in enumerate(todo):
         if name in result["rows"]:
             continue
@@ -111,8 +123,12 @@ def main() -> None:
     p.add_argument("--experiment", default="humanoid_llc_stand")
     p.add_argument("--out", default="runs/llc_falls")
     p.add_argument("--episodes", type=int, default=256)
-    p.add_argument("--forces", type=float, nargs="+", default=[0.0, 20.0, 40.0, 60.0, 80.0])
+    p.add_argument("--forces", type=float, nargs="*", default=[0.0, 20.0, 40.0, 60.0, 80.0])
     p.add_argument("--sector-force", type=float, default=60.0)
+    p.add_argument("--sectors", nargs="*", choices=list(SECTORS), default=None,
+                   help="push directions to evaluate (default: all four)")  # fmt: skip
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for every row (env_overrides.payload_prob=0)")  # fmt: skip
     args = p.parse_args()
     if args.episodes < 1 or any(f < 0 for f in args.forces) or args.sector_force < 0:
         p.error("--episodes >= 1 and push forces >= 0")

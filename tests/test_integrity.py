@@ -248,6 +248,24 @@ def test_repeated_set_flags_are_all_applied():
         assert dict(cfg.env_overrides)["push_interval"] == (1.5, 3.5), text
 
 
+def test_integer_values_of_float_env_fields_become_floats():
+    """``--set env_overrides.payload_prob=0`` parses to the int 0; the env config makes it 0.0
+    (a compiled reset's ``jax.random.bernoulli`` refused the int). Int fields stay ints."""
+    from refine_dp_jax.envs.humanoid_config import HumanoidConfig
+    from refine_dp_jax.envs.testbed import TestbedConfig
+
+    cfg = cli.experiment_config(
+        "humanoid_llc_stand", (("env_overrides.payload_prob=0", "env_overrides.push_interval=2,4"),)
+    )
+    hc = HumanoidConfig(**dict(cfg.env_overrides), start_hands=(0, 1, 0))
+    assert type(hc.payload_prob) is float and hc.payload_prob == 0.0
+    assert all(type(x) is float for x in (*hc.push_interval, *hc.start_hands))
+    assert type(hc.substeps) is int  # an int field is left alone
+    assert not bool(jax.jit(lambda k: jax.random.bernoulli(k, hc.payload_prob))(jax.random.key(0)))
+    tb = TestbedConfig(episode_seconds=12, link_lengths=(1, 1))
+    assert type(tb.episode_seconds) is float and type(tb.link_lengths[0]) is float
+
+
 def test_missing_upstream_artifact_names_the_command(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:

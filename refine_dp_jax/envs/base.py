@@ -24,6 +24,7 @@ reward (the DP's reward). ``state.done`` = 1 on termination *or* truncation;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -95,6 +96,21 @@ class Env(Protocol):
 
     @property
     def command_high(self) -> jax.Array: ...  # [Dc]
+
+
+def coerce_float_fields(cfg: Any) -> None:
+    """In an env config dataclass (frozen), ints given for ``float`` fields and for the elements
+    of ``tuple[float, ...]`` fields become floats: ``--set env_overrides.payload_prob=0`` parses
+    to the int 0, which ``jax.random.bernoulli`` refuses deep inside a compiled reset, and an
+    int field would change the compiled dtypes. Call first in ``__post_init__``."""
+    as_float = lambda x: float(x) if isinstance(x, int) and not isinstance(x, bool) else x  # noqa: E731
+    for f in dataclasses.fields(cfg):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        v = getattr(cfg, f.name)
+        if kind == "float":
+            object.__setattr__(cfg, f.name, as_float(v))
+        elif kind.startswith("tuple[float") and isinstance(v, (tuple, list)):
+            object.__setattr__(cfg, f.name, tuple(as_float(x) for x in v))
 
 
 def put_model(mj_model: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from refine_dp_jax.envs.base import coerce_float_fields
 from refine_dp_jax.errors import ConfigError
 
 # Fields that define what an LLC's observations and actions mean: an LLC trained with one
@@ -177,6 +178,7 @@ class HumanoidConfig:
     start_heading: float = 0.4  # rad, +- heading offset from facing the anchor
 
     def __post_init__(self):
+        coerce_float_fields(self)
         if self.physics_dt <= 0 or self.substeps < 1 or self.episode_seconds <= 0:
             raise ConfigError("humanoid: physics_dt > 0, substeps >= 1, episode_seconds > 0")
         for name in ("vx_range", "vy_range", "yaw_rate_range", "hand_x_range", "hand_y_range",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from refine_dp_jax.envs.base import EnvState, put_model, register
+from refine_dp_jax.envs.base import EnvState, coerce_float_fields, put_model, register
 from refine_dp_jax.errors import ConfigError
 
 _XML = """
@@ -56,6 +56,7 @@ class PointReachConfig:
     action_rate_weight: float = 0.01
 
     def __post_init__(self):
+        coerce_float_fields(self)
         if self.physics_dt <= 0 or self.substeps < 1 or self.episode_steps < 1:
             raise ConfigError("point_reach: physics_dt > 0, substeps >= 1, episode_steps >= 1")
         if not 0 < self.start_distance[0] <= self.start_distance[1]:

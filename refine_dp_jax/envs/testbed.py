@@ -44,7 +44,7 @@ import mujoco
 from flax import struct
 from mujoco import mjx
 
-from refine_dp_jax.envs.base import EnvState, put_model, register
+from refine_dp_jax.envs.base import EnvState, coerce_float_fields, put_model, register
 from refine_dp_jax.errors import ConfigError
 from refine_dp_jax.planners import testbed as planner
 from refine_dp_jax.planners.testbed import PlannerConfig
@@ -176,6 +176,8 @@ class TestbedConfig:
     planner: PlannerConfig = PlannerConfig()  # stage planner gains and thresholds
 
     def __post_init__(self):
+        coerce_float_fields(self)
+
         def need(ok, msg):
             if not ok:
                 raise ConfigError(f"testbed_pick_place: {msg}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -26,9 +27,11 @@ def git_rev() -> str:
         return "unknown"
 
 
+@functools.cache
 def host_cpu() -> str:
     """The host's CPU model and the cores this process may use, e.g. "Intel(R) Xeon(R)
-    Processor, 2 cores": CPU figures from different sessions' machines are not comparable."""
+    Processor, 2 cores": CPU figures from different sessions' machines are not comparable.
+    Read once per process (every result row carries it)."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

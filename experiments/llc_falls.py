@@ -17,6 +17,11 @@ without hand payloads:
     python -m experiments.llc_falls --llc DIR --out OUT --forces --sectors forward \
         --set env_overrides.payload_prob=0
 
+Every row also tallies its pushes (``pipeline.evaluate_llc(pushes=True)``): per push-size bin
+(10 N) and direction relative to the pelvis heading, how many pushes there were and how many
+were followed by a fall within 3 s. The third panel of the plot pools them over all rows:
+the chance that one push topples the LLC, against its size and direction.
+
 Writes ``OUT/falls.json`` after every row (a rerun skips the rows it holds for the same LLC,
 episodes and ``--set``) and ``OUT/falls.png``.
 """
@@ -68,14 +73,14 @@ def run(args) -> dict:
     base = experiment_config(args.experiment, (f"llc.eval_episodes={args.episodes}", *args.set))
     todo = rows_wanted(args.forces, args.sector_force, args.sectors)
     for i, (name, over) in enumerate(todo):
-        if name in result["rows"]:
+        if "push_recovery" in result["rows"].get(name, {}):
             continue
         env_over = {**dict(base.env_overrides), **over}
         cfg = dataclasses.replace(base, env_overrides=tuple(env_over.items()))
         parts = pipeline.build(cfg)
         learner = load_llc(pipeline.resolve_path(args.llc), parts)  # as the experiments do
         t = time.perf_counter()
-        ev = pipeline.evaluate_llc(parts, learner, variants=False)["llc"]
+        ev = pipeline.evaluate_llc(parts, learner, variants=False, pushes=True)["llc"]
         row = {"overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
                **ev, "seconds": round(time.perf_counter() - t, 1)}  # fmt: skip
         result["rows"][name] = row
@@ -88,6 +93,7 @@ def run(args) -> dict:
 
 def plot(result: dict, forces: list[float], sector_force: float, png: str) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -96,7 +102,7 @@ def plot(result: dict, forces: list[float], sector_force: float, png: str) -> No
 
     rows, n = result["rows"], result["episodes"]
     se = lambda p: 100 * math.sqrt(max(p * (1 - p), 1e-12) / n)  # noqa: E731
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 3.8))
     got = [(f, rows[f"push {f:g} N"]["fall_rate"]) for f in forces if f"push {f:g} N" in rows]
     if got:
         xs, ps = zip(*got, strict=True)
@@ -110,8 +116,42 @@ def plot(result: dict, forces: list[float], sector_force: float, png: str) -> No
           label=f"pushes up to {sector_force:g} N")  # fmt: skip
     b.axhline(2.0, color="gray", ls="--", label="target 2 %")
     label_axes(b, "push direction (within 45 degrees)", "falls in 10 s episodes (%)")
+    pooled = pool_pushes(rows)
+    if pooled is not None:
+        from refine_dp_jax.train.llc_eval import PUSH_SECTORS
+
+        w = pooled["bin_width"]
+        for name in PUSH_SECTORS:
+            pu, fa = (np.asarray(pooled[name][k], float) for k in ("pushes", "falls"))
+            ok = pu >= 10  # bins with at least 10 pushes
+            x = np.asarray(pooled["bins"])[ok] + 0.5 * w
+            p_ = fa[ok] / pu[ok]
+            c.errorbar(x, 100 * p_, yerr=100 * np.sqrt(np.maximum(p_ * (1 - p_), 1e-12) / pu[ok]),
+                       marker="o", capsize=3, label=name)  # fmt: skip
+        label_axes(c, f"push size (N, {w:g} N bins, 0.15 s)", "falls within 3 s of the push (%)")
+        c.set_title("one push, all rows pooled", fontsize=9)
+    else:
+        c.set_axis_off()
     fig.suptitle(f"standing LLC falls, {n} deterministic episodes each (bars: one standard error)")
     save_figure(fig, png)
+
+
+def pool_pushes(rows: dict) -> dict | None:
+    """The rows' ``push_recovery`` tallies summed (bins padded to the longest), or None."""
+    from refine_dp_jax.train.llc_eval import PUSH_SECTORS
+
+    tables = [r["push_recovery"] for r in rows.values() if "push_recovery" in r]
+    if not tables:
+        return None
+    longest = max(tables, key=lambda t: len(t["bins"]))
+    out = {"bins": longest["bins"], "bin_width": longest["bin_width"]}
+    n = len(longest["bins"])
+    for name in PUSH_SECTORS:
+        out[name] = {
+            k: [sum(t[name][k][i] for t in tables if i < len(t[name][k])) for i in range(n)]
+            for k in ("pushes", "falls")
+        }
+    return out
 
 
 def main() -> None:

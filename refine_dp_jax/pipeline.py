@@ -414,7 +414,7 @@ def latest_llc(parts: Parts, out: str) -> tuple[Any, dict]:
 
 
 def evaluate_llc(parts: Parts, learner, path: str | None = None, info: dict | None = None,
-                 variants: bool = True) -> dict:  # fmt: skip
+                 variants: bool = True, pushes: bool = False) -> dict:  # fmt: skip
     """The trained LLC (deterministic) on ``llc.eval_episodes`` randomized episodes of its own
     task (``train/llc_eval.py``), with the commands of its training (``llc``) and with hand
     targets that are reachable by construction (``llc_reachable``: forward kinematics of
@@ -422,8 +422,16 @@ def evaluate_llc(parts: Parts, learner, path: str | None = None, info: dict | No
     and the zero residual (the arm prior and the default legs alone) on the latter
     (``prior_only_reachable``). ``variants=False``: the first only (one compile). Written to
     ``path/eval.json`` when ``path`` is given, with ``info`` (``latest_llc``'s: which
-    iteration was evaluated) under ``"llc_state"``."""
-    from refine_dp_jax.train.llc_eval import make_llc_eval, summarize, zero_policy
+    iteration was evaluated) under ``"llc_state"``. ``pushes`` (envs with torso pushes): each
+    evaluation also tallies its pushes by magnitude and direction, and the falls within 3 s
+    of them, under ``"push_recovery"`` (``llc_eval.push_recovery``)."""
+    from refine_dp_jax.train.llc_eval import (
+        make_llc_eval,
+        push_outcomes,
+        push_recovery,
+        summarize,
+        zero_policy,
+    )
 
     cfg, env, ppo = parts.cfg, parts.env, parts.llc_ppo
     act = lambda p, obs: ppo.act(p, obs, jax.random.PRNGKey(0), True)[0]  # noqa: E731
@@ -436,8 +444,11 @@ def evaluate_llc(parts: Parts, learner, path: str | None = None, info: dict | No
     out = {}
     for name, (e, policy, params) in runs.items():
         run = make_llc_eval(e, cfg.llc.eval_episodes, cfg.llc.command_hold_steps, policy,
-                            cfg.llc.velocity_hold_steps)  # fmt: skip
-        out[name] = summarize(run(params, key), e.dt)
+                            cfg.llc.velocity_hold_steps, record_pushes=pushes)  # fmt: skip
+        outs = run(params, key)
+        out[name] = summarize(outs, e.dt)
+        if pushes:
+            out[name]["push_recovery"] = push_recovery(push_outcomes(outs, e.dt))
     if path is not None:
         write_json(os.path.join(path, "eval.json"), {**out, "llc_state": info} if info else out)
     return out

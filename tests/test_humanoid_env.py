@@ -454,6 +454,24 @@ def test_push_angle_sets_the_pushes_direction():
         envs.make("humanoid_llc", push_angle=(1.0, 0.0))
 
 
+def test_push_force_min_sets_the_smallest_push():
+    """Push magnitudes are uniform in [push_force_min, push_force] (0 by default)."""
+    keys = jax.random.split(jax.random.PRNGKey(2), 256)
+
+    def magnitudes(**over):
+        env = envs.make("humanoid_llc", **over)
+        forces = jax.vmap(lambda k: env._sample_push(k, jnp.asarray(0))[0])(keys)
+        return np.linalg.norm(np.asarray(forces), axis=1)
+
+    default = magnitudes(push_force=80.0)
+    assert default.min() < 5.0 and 75.0 < default.max() <= 80.0 + 1e-4
+    hard = magnitudes(push_force=80.0, push_force_min=50)  # an int, as --set parses it
+    assert hard.min() >= 50.0 - 1e-4 and hard.max() <= 80.0 + 1e-4
+    assert abs(hard.mean() - 65.0) < 2.0
+    with pytest.raises(ValueError, match="push_force_min"):
+        envs.make("humanoid_llc", push_force=40.0, push_force_min=50.0)
+
+
 def test_unknown_override_and_bad_values_are_clear_errors():
     with pytest.raises(ValueError, match="no_such_field"):
         envs.make("humanoid_door", no_such_field=1.0)

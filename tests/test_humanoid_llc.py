@@ -125,6 +125,55 @@ def test_walking_metrics_match_a_plain_loop():
     assert walking_metrics({"vel_err": info["vel_err"]}) == {}  # envs without them: nothing
 
 
+def test_push_outcomes_match_a_plain_loop():
+    """Each push on a live robot is one entry: its magnitude and heading-frame direction, and
+    whether the episode fell within the window from its start; pushes whose window passes the
+    episode's end without a fall are left out. ``push_recovery`` tallies them per 10 N bin
+    and direction (plain Python loops over a synthetic record)."""
+    from refine_dp_jax.train.llc_eval import push_outcomes, push_recovery
+
+    rng = np.random.default_rng(3)
+    t, b, dt, window = 60, 40, 0.1, 1.0  # window = 10 steps
+    push = np.zeros((t, b, 2))
+    fell = np.zeros((t, b))
+    for j in range(b):
+        s = 0
+        while (s := s + int(rng.integers(3, 14))) < t:
+            f = rng.uniform(1.0, 75.0) * np.array([np.cos(a := rng.uniform(-4, 4)), np.sin(a)])
+            push[s : s + 2, j] = f  # two steps long
+            s += 2
+        if rng.uniform() < 0.6:
+            fell[int(rng.integers(5, t)), j] = 1.0
+    alive = 1.0 - np.clip(np.cumsum(fell, 0) - fell, 0, 1)  # alive before its fall step
+    want = []
+    for j in range(b):
+        tf = next((i for i in range(t) if fell[i, j]), None)
+        for i in range(t):
+            starts = np.any(push[i, j]) and (i == 0 or not np.any(push[i - 1, j]))
+            if not starts or alive[i, j] < 0.5:
+                continue
+            f_in = tf is not None and i <= tf < i + 10
+            if f_in or i + 10 <= t:
+                want.append((np.hypot(*push[i, j]), np.arctan2(push[i, j, 1], push[i, j, 0]),
+                             f_in))  # fmt: skip
+    got = push_outcomes({"push": push, "alive": alive, "fell": fell}, dt, window)
+    assert len(want) == len(got["magnitude"]) > 50 and 5 < sum(w[2] for w in want) < len(want)
+    key = lambda x: (round(x[0], 6), round(x[1], 6))  # noqa: E731
+    want = sorted(want, key=key)
+    mine = sorted(zip(got["magnitude"], got["angle"], got["fell"], strict=True), key=key)
+    for (m0, a0, f0), (m1, a1, f1) in zip(want, mine, strict=True):
+        assert (m1, a1, bool(f1)) == (pytest.approx(m0), pytest.approx(a0), f0)
+    table = push_recovery(got)
+    assert table["bins"] == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
+    for k, name in enumerate(("forward", "left", "backward", "right")):
+        pushes, falls = [0] * 8, [0] * 8
+        for m, a, f in want:
+            if round(a / (np.pi / 2)) % 4 == k:
+                pushes[int(m // 10)] += 1
+                falls[int(m // 10)] += int(f)
+        assert table[name] == {"pushes": pushes, "falls": falls}, name
+
+
 def test_ik_orientation_error_has_no_half_turn_trap():
     """The skew-part error sin(angle) * axis vanishes at a half turn, where IK then stops;
     ours grows up to it, and IK from a pose a half turn away converges."""
@@ -280,17 +329,21 @@ def test_committed_standing_llc_stands_tracks_and_grips():
     residual: 93 %), hands within 4 cm / 0.2 rad (medians), grippers follow the command. The
     same for its continuation against harder pushes, which the table tasks load (falls 3.2 % of
     1,024 episodes with the training's commands)."""
-    from refine_dp_jax.train.llc_eval import make_llc_eval, summarize
+    from refine_dp_jax.train.llc_eval import make_llc_eval, push_outcomes, summarize
 
     cfg = experiments.get("humanoid_llc_stand")
     parts = pipeline.build(cfg)
     policy = lambda p, obs: parts.llc_ppo.act(p, obs, jax.random.PRNGKey(0), True)[0]
     # hand targets reachable by construction (random arm joints' forward kinematics)
     env = envs.make(cfg.env, **{**dict(cfg.env_overrides), "command_reach_prob": 0.0})
-    run = make_llc_eval(env, 16, cfg.llc.command_hold_steps, policy)  # jitted
+    run = make_llc_eval(env, 16, cfg.llc.command_hold_steps, policy, record_pushes=True)
     for folder in (STAND_LLC, TABLE_LLC):  # one compiled evaluation for both
         learner = load_llc(pipeline.resolve_path(folder), parts)
-        m = summarize(run(learner, jax.random.PRNGKey(123)), env.dt)
+        outs = run(learner, jax.random.PRNGKey(123))
+        m = summarize(outs, env.dt)
+        pushes = push_outcomes(outs, env.dt)  # the env's pushes, seen in the heading frame
+        assert len(pushes["magnitude"]) >= 16 and pushes["magnitude"].max() <= 60.0 + 1e-3
+        assert np.ptp(pushes["angle"]) > np.pi and pushes["fell"].sum() <= 16 * m["fall_rate"]
         assert m["fall_rate"] <= 0.25, (folder, m)
         assert m["hand_pos_err_median"] < 0.04, (folder, m)
         assert m["hand_rot_err_median"] < 0.2, (folder, m)

@@ -425,7 +425,7 @@ class HumanoidEnv:
         start = step + jnp.round(wait / self.dt).astype(jnp.int32)
         end = start + max(1, int(round(c.push_duration / self.dt)))
         ang = jax.random.uniform(k2, minval=c.push_angle[0], maxval=c.push_angle[1])
-        mag = jax.random.uniform(k3, minval=0.0, maxval=c.push_force)
+        mag = jax.random.uniform(k3, minval=c.push_force_min, maxval=c.push_force)
         return mag * jnp.array([jnp.cos(ang), jnp.sin(ang), 0.0]), start, end
 
     def reset(self, key, curriculum=1.0) -> EnvState:

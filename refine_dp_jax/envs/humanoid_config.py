@@ -133,6 +133,9 @@ class HumanoidConfig:
     payload_mass: tuple[float, float] = (0.0, 1.0)  # kg added to each hand, when drawn
     payload_prob: float = 0.3  # share of episodes with hand payloads
     push_force: float = 60.0  # N, largest horizontal push on the torso
+    # N, smallest one: magnitudes are uniform in [push_force_min, push_force] (a training
+    # focused on the hard pushes; evaluation keeps 0)
+    push_force_min: float = 0.0
     push_interval: tuple[float, float] = (3.0, 7.0)  # s between pushes
     push_duration: float = 0.15  # s
     # rad, direction of the push in the world frame, uniform in this range (the LLC scene's
@@ -195,6 +198,11 @@ class HumanoidConfig:
             raise ConfigError("humanoid: probabilities must lie in [0, 1]")
         if min(self.command_hand_speed, self.command_hand_turn_rate, self.command_reach_rot) <= 0:
             raise ConfigError("humanoid: command_hand_speed, _turn_rate, _reach_rot must be > 0")
+        if not 0.0 <= self.push_force_min <= self.push_force:
+            raise ConfigError(
+                f"humanoid: need 0 <= push_force_min ({self.push_force_min}) <= push_force "
+                f"({self.push_force})"
+            )
         if self.door_open_angle <= 0 or self.latch_release_angle <= 0:
             raise ConfigError("humanoid: door_open_angle and latch_release_angle must be > 0")
         if self.arm_prior not in ("ik", "none"):

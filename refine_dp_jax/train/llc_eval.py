@@ -30,12 +30,15 @@ import numpy as np
 
 def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
                   velocity_hold_steps: int = 0, settle_seconds: float = 0.5,
-                  record_qpos: bool = False):  # fmt: skip
+                  record_qpos: bool = False, record_pushes: bool = False):  # fmt: skip
     """Returns ``run(params, key) -> dict of [T, B] arrays`` (jitted), where ``policy(params,
     obs [B, Do]) -> action [B, Da]`` (deterministic). ``params = None`` with ``policy =
     zero_policy(env)`` evaluates the arm prior alone (zero residual). Commands follow LLC
     training's schedule (``train.llc.command_schedule``). ``record_qpos``: also ``qpos``
-    [T, B, nq] (for a video, ``evaluate.render_video``)."""
+    [T, B, nq] (for a video, ``evaluate.render_video``). ``record_pushes`` (envs with torso
+    pushes, the humanoid's): also ``push`` [T, B, 2], the horizontal push applied during the
+    step in the pelvis heading frame at its start (N; zero between pushes; +x = pushed
+    forward), for ``push_outcomes``."""
     from refine_dp_jax.train.llc import command_schedule
 
     b, t_len = num_envs, env.episode_steps
@@ -66,6 +69,11 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
             s = v_with(s, cmd)
             still = jnp.where(moved, 0, still + 1)  # steps the hand command has not moved
             since_grip = jnp.where(grip_changed, 0, since_grip + 1)
+            if record_pushes:
+                t_ = s.task
+                on = (s.step_count >= t_.push_start) & (s.step_count < t_.push_end)
+                rot = v_feat(s.data).heading[:, :2, :2]  # world @ heading = heading frame
+                push_b = jnp.einsum("bi,bij->bj", t_.push_force[:, :2], rot)
             nxt = v_step(s, policy(params, s.obs))
             e_pos, e_rot, opening = errors(nxt)
             fell = nxt.done * (1.0 - nxt.truncated) * alive
@@ -79,6 +87,8 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
             )  # fmt: skip
             if record_qpos:
                 out["qpos"] = nxt.data.qpos
+            if record_pushes:
+                out["push"] = push_b * on[:, None]
             alive = alive * (1.0 - nxt.done)
             return (nxt, alive, target, timer, vtimer, still, since_grip), out
 
@@ -87,6 +97,50 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
         return outs
 
     return run
+
+
+def push_outcomes(outs: dict, dt: float, window_seconds: float = 3.0) -> dict:
+    """Every push of a ``record_pushes`` run, one entry each: ``magnitude`` (N), ``angle``
+    (rad in the pelvis heading frame at the push: 0 = pushed forward, pi/2 = to the left)
+    and ``fell`` (bool: the episode ended in a fall within ``window_seconds`` of the push's
+    start). Pushes on a fallen robot do not count, nor pushes whose window runs past the
+    episode's end without a fall (their outcome is unknown)."""
+    push = np.asarray(outs["push"])  # [T, B, 2]
+    alive = np.asarray(outs["alive"]) > 0.5
+    fell = np.asarray(outs["fell"]) > 0.5
+    t_len = push.shape[0]
+    on = np.linalg.norm(push, axis=-1) > 0.0
+    first = on & ~np.concatenate([np.zeros_like(on[:1]), on[:-1]])  # a push's first step
+    window = int(round(window_seconds / dt))
+    fall_step = np.where(fell.any(0), fell.argmax(0), t_len + window)  # [B]; past: no fall
+    ts, bs = np.nonzero(first & alive)
+    fell_in = (fall_step[bs] >= ts) & (fall_step[bs] < ts + window)
+    known = fell_in | (ts + window <= t_len)
+    f = push[ts, bs][known]
+    return {"magnitude": np.linalg.norm(f, axis=-1), "angle": np.arctan2(f[:, 1], f[:, 0]),
+            "fell": fell_in[known]}  # fmt: skip
+
+
+PUSH_SECTORS = ("forward", "left", "backward", "right")  # centred on 0, pi/2, pi, -pi/2
+
+
+def push_recovery(outcomes: dict, bin_width: float = 10.0) -> dict:
+    """``push_outcomes`` tallied by magnitude bin (``bin_width`` N wide, from 0) and direction
+    sector (``PUSH_SECTORS``, 90 degrees each): ``{"bins": [low edges], sector: {"pushes":
+    [...], "falls": [...]}}`` (JSON-ready)."""
+    mag, ang = outcomes["magnitude"], outcomes["angle"]
+    n_bins = max(1, int(np.ceil((mag.max() if mag.size else 0.0) / bin_width + 1e-9)))
+    idx = np.minimum((mag // bin_width).astype(int), n_bins - 1)
+    sector = np.round(ang / (0.5 * np.pi)).astype(int) % 4  # 0 fwd, 1 left, 2 back, 3 right
+    out = {"bins": [bin_width * i for i in range(n_bins)], "bin_width": bin_width}
+    for k, name in enumerate(PUSH_SECTORS):
+        sel = sector == k
+        falls = np.bincount(idx[sel], weights=outcomes["fell"][sel], minlength=n_bins)
+        out[name] = {
+            "pushes": np.bincount(idx[sel], minlength=n_bins).tolist(),
+            "falls": falls.astype(int).tolist(),
+        }
+    return out
 
 
 # per-step walking metrics of the humanoid envs, summarized over steps with a moving command

@@ -454,6 +454,43 @@ def test_push_angle_sets_the_pushes_direction():
         envs.make("humanoid_llc", push_angle=(1.0, 0.0))
 
 
+def test_capture_point_against_mujocos_subtree_velocity():
+    """``capture_point`` = centre of mass + its velocity x sqrt(h / g), the velocity from the
+    bodies' com-based velocities and the episode's masses (a hand payload included), against
+    MuJoCo's own subtree centre of mass and velocity (mj_subtreeVel) at a random state. The
+    reward term is off by default and peaks at 1 x its weight with the point over the feet."""
+    env = envs.make("humanoid_llc")
+    rng = np.random.default_rng(0)
+    m = copy.deepcopy(env.mj_model)
+    m.body_mass[env._hands[1]] += 0.8  # a payload in the right hand
+    d = mujoco.MjData(m)
+    mujoco.mj_setConst(m, d)  # the subtree masses MuJoCo divides by, payload included
+    q0, _ = env.standing_state()
+    d.qpos[:] = q0
+    d.qvel[:] = rng.normal(0.0, 0.5, m.nv)
+    mujoco.mj_forward(m, d)
+    mujoco.mj_subtreeVel(m, d)
+    p = env._pelvis
+    com, vel = d.subtree_com[p], d.subtree_linvel[p]
+    h = com[2] - d.site_xpos[env._soles, 2].mean()
+    want = com[:2] + vel[:2] * np.sqrt(h / 9.81)
+    task = env.blank_task().replace(payload=jnp.array([0.0, 0.8]))
+    dx = mjx.forward(env._model(task), mjx.put_data(m, d))
+    got = np.asarray(env.capture_point(env._model(task), dx))
+    assert np.linalg.norm(vel[:2]) > 0.1  # a moving state: the velocity term matters
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert envs.make("humanoid_llc").cfg.w_capture_point == 0.0
+    s = jax.jit(envs.make("humanoid_llc", w_capture_point=2.0).reset)(jax.random.PRNGKey(0))
+    cp = s.metrics["r/capture_point"]
+    assert float(cp) == 0.0  # reset reports zeros; a step computes it
+    env2 = envs.make("humanoid_llc", w_capture_point=2.0, push_force=0.0)
+    s = jax.jit(env2.step)(s, jnp.zeros(env2.action_size))
+    r = float(s.metrics["r/capture_point"]) / env2.cfg.reward_scale
+    assert 0.5 < r <= 2.0  # standing still: the point lies within a few cm of the feet
+    with pytest.raises(ValueError, match="sigma_capture_point"):
+        envs.make("humanoid_llc", sigma_capture_point=0.0)
+
+
 def test_push_force_min_sets_the_smallest_push():
     """Push magnitudes are uniform in [push_force_min, push_force] (0 by default)."""
     keys = jax.random.split(jax.random.PRNGKey(2), 256)

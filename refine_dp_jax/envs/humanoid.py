@@ -82,7 +82,7 @@ REWARD_TERMS = (
     "foot_pos", "foot_yaw", "base_vel", "leg_pos", "leg_vel", "leg_action_rate", "leg_acc",
     "leg_torque_limit", "leg_joint_limit", "ankle_posture", "orientation", "air_time",
     "base_height", "hand_pos", "hand_rot", "arm_posture", "arm_action_rate", "arm_vel",
-    "arm_acc", "hand_acc", "arm_torque_limit", "arm_joint_limit",
+    "arm_acc", "hand_acc", "arm_torque_limit", "arm_joint_limit", "capture_point",
 )  # fmt: skip
 
 
@@ -214,6 +214,8 @@ class HumanoidEnv:
         bid = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n)
         sid = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n)
         self._pelvis, self._torso = bid("pelvis"), bid("torso")
+        # the robot's bodies (the pelvis's subtree): its centre of mass and momentum
+        self._robot_bodies = np.flatnonzero(m.body_rootid == self._pelvis)
         self._hands = np.array([bid(f"{s}_hand") for s in SIDES])
         self._grasp = np.array([sid(f"{s}_grasp") for s in SIDES])
         self._soles = np.array([sid(f"{s}_sole") for s in SIDES])
@@ -550,8 +552,9 @@ class HumanoidEnv:
         gait = GaitState(start=start, air_time=air * (1.0 - contact), contact=contact)
         hand_vel = (f.hand_pos - task.prev_hand_pos) / self.dt
         hand_acc = (hand_vel - task.prev_hand_vel) / self.dt
+        cp_err = self.capture_point(model, data) - jnp.mean(f.sole_pos[:, :2], axis=0)
         reward, parts = self._reward(f, state.command, a, state.last_action, q_t, task, gait,
-                                     air, touchdown, hand_acc, steps)  # fmt: skip
+                                     air, touchdown, hand_acc, steps, cp_err)  # fmt: skip
 
         # task progress
         cond = t.condition(self, f, task) & ~bad
@@ -587,7 +590,7 @@ class HumanoidEnv:
 
     # -- rewards ---------------------------------------------------------------------------
     def _reward(self, f: Features, command, a, last_a, q_t, task: TaskState, gait: GaitState,
-                air, touchdown, hand_acc, steps):  # fmt: skip
+                air, touchdown, hand_acc, steps, cp_err):  # fmt: skip
         """LLC tracking reward (PAPER.md tables) and diagnostics."""
         c = self.cfg
         cur = task.reward_curriculum
@@ -631,6 +634,10 @@ class HumanoidEnv:
             "air_time": c.w_air_time * moving * jnp.sum((air - c.air_time_target) * touchdown),
             "base_height": c.w_base_height * jnp.square(out),
         }
+        # not in the paper's tables (0 by default): the capture point over the middle of the feet
+        balance = c.w_capture_point * jnp.exp(
+            -jnp.sum(jnp.square(cp_err)) / c.sigma_capture_point**2
+        )
         pos_err, rot_err = self._hand_errors(f, command)
         e_pos = jnp.linalg.norm(pos_err, axis=1)  # [2]
         e_rot = jnp.linalg.norm(rot_err, axis=1)
@@ -649,6 +656,7 @@ class HumanoidEnv:
             "hand_acc": c.w_hand_acc * jnp.sum(jnp.square(hand_acc)),
             "arm_torque_limit": c.w_arm_torque_limit * jnp.sum(over_tau[arms]),
             "arm_joint_limit": c.w_arm_joint_limit * jnp.sum(over_q[arms]),
+            "capture_point": balance,
         }
         terms = {k: c.reward_scale * v for k, v in {**lower, **upper}.items()}
         assert tuple(terms) == REWARD_TERMS
@@ -656,6 +664,20 @@ class HumanoidEnv:
                  "terms": terms}  # fmt: skip
         total = sum(terms.values())
         return (jnp.maximum(total, 0.0) if c.only_positive_rewards else total), parts
+
+    def capture_point(self, model, data) -> jax.Array:
+        """[2] world xy of the robot's instantaneous capture point, c + v / omega with omega =
+        sqrt(g / h): c and v the whole robot's centre of mass and its velocity (``model``'s
+        masses, payloads included), h the centre of mass above the mean sole height. Where a
+        linear inverted pendulum must put its centre of pressure to come to rest."""
+        b = self._robot_bodies
+        mass = model.body_mass[b]
+        com = data.subtree_com[self._pelvis]
+        # cvel: [angular, linear] of each body at its tree's centre of mass (``com``)
+        ang, lin = data.cvel[b, :3], data.cvel[b, 3:]
+        vel = mass @ (lin + jnp.cross(ang, data.xipos[b] - com)) / jnp.sum(mass)
+        height = jnp.maximum(com[2] - jnp.mean(data.site_xpos[self._soles, 2]), 0.1)
+        return com[:2] + vel[:2] * jnp.sqrt(height / 9.81)
 
     def moving(self, command) -> jax.Array:
         """1.0 where the command's base velocity is above the footstep planner's standing

@@ -101,6 +101,11 @@ class HumanoidConfig:
     w_air_time: float = 20.0  # sum over touchdowns of (air time - tau), when walking
     air_time_target: float = 0.4  # s (tau)
     w_base_height: float = -3.0  # squared distance of the base height outside the band
+    # Not in the paper (0 = off): exp(-|capture point - centre of the soles|^2 / s^2), the
+    # horizontal capture point (``HumanoidEnv.capture_point``) over the middle of the feet,
+    # a dense signal for push recovery (docs/results/llc_falls)
+    w_capture_point: float = 0.0
+    sigma_capture_point: float = 0.05  # m
     base_height_band: tuple[float, float] = (0.68, 0.82)  # m, pelvis above the soles
 
     # -- upper-body rewards (PAPER.md table) --------------------------------------------------
@@ -203,6 +208,8 @@ class HumanoidConfig:
                 f"humanoid: need 0 <= push_force_min ({self.push_force_min}) <= push_force "
                 f"({self.push_force})"
             )
+        if self.sigma_capture_point <= 0:
+            raise ConfigError("humanoid: sigma_capture_point must be > 0")
         if self.door_open_angle <= 0 or self.latch_release_angle <= 0:
             raise ConfigError("humanoid: door_open_angle and latch_release_angle must be > 0")
         if self.arm_prior not in ("ik", "none"):

@@ -108,14 +108,19 @@ def plot(result: dict, forces: list[float], sector_force: float, png: str) -> No
         xs, ps = zip(*got, strict=True)
         a.errorbar(xs, [100 * p for p in ps], yerr=[se(p) for p in ps], marker="o", capsize=3,
                    label="any direction")  # fmt: skip
-    a.axhline(2.0, color="gray", ls="--", label="target 2 %")
-    label_axes(a, "largest push on the torso (N, 0.15 s)", "falls in 10 s episodes (%)")
+        a.axhline(2.0, color="gray", ls="--", label="target 2 %")
+        label_axes(a, "largest push on the torso (N, 0.15 s)", "falls in 10 s episodes (%)")
+    else:
+        a.set_axis_off()
     names = [s for s in SECTORS if f"{s} push {sector_force:g} N" in rows]
-    ps = [rows[f"{s} push {sector_force:g} N"]["fall_rate"] for s in names]
-    b.bar(names, [100 * p for p in ps], yerr=[se(p) for p in ps], capsize=3,
-          label=f"pushes up to {sector_force:g} N")  # fmt: skip
-    b.axhline(2.0, color="gray", ls="--", label="target 2 %")
-    label_axes(b, "push direction (within 45 degrees)", "falls in 10 s episodes (%)")
+    if names:
+        ps = [rows[f"{s} push {sector_force:g} N"]["fall_rate"] for s in names]
+        b.bar(names, [100 * p for p in ps], yerr=[se(p) for p in ps], capsize=3,
+              label=f"pushes up to {sector_force:g} N")  # fmt: skip
+        b.axhline(2.0, color="gray", ls="--", label="target 2 %")
+        label_axes(b, "push direction (within 45 degrees)", "falls in 10 s episodes (%)")
+    else:
+        b.set_axis_off()
     pooled = pool_pushes(rows)
     if pooled is not None:
         from refine_dp_jax.train.llc_eval import PUSH_SECTORS

@@ -243,7 +243,9 @@ def build(cfg: ExperimentConfig) -> Parts:
     if cfg.llc_checkpoint or cfg.llc_init:  # a missing or mismatched LLC: refused before
         from refine_dp_jax.policy_store import check_llc  # anything compiles
 
-        check_llc(resolve_path(cfg.llc_checkpoint or cfg.llc_init), parts)
+        # llc_init: a stored LLC with less actor history is widened (policy_store.load_llc)
+        folder = resolve_path(cfg.llc_checkpoint or cfg.llc_init)
+        check_llc(folder, parts, widen=not cfg.llc_checkpoint)
     return parts
 
 
@@ -353,7 +355,7 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None,
     if cfg.llc_init:
         from refine_dp_jax.policy_store import load_llc as load_stored
 
-        stored = load_stored(resolve_path(cfg.llc_init), parts)
+        stored = load_stored(resolve_path(cfg.llc_init), parts, widen=True)
         params = stored.params
         if cfg.llc_init_reset_noise:
             params = params.replace(log_std=state.learner.params.log_std)  # init_log_std

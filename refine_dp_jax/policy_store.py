@@ -13,6 +13,11 @@
 missing or incomplete, an ``llc.npz`` whose checksum does not match (corrupted or replaced),
 and a checkpoint made for another robot, interface or network; else it returns a learner of
 ``parts.llc_ppo`` (fresh optimizer state) holding the stored arrays.
+
+``load_llc(folder, parts, widen=True)`` (a warm start, ``llc_init``) also takes an LLC stored
+with fewer steps of actor history (``HumanoidConfig.actor_history``) than ``parts``'s env:
+the new inputs get zero first-layer weights and the normalizer statistics of the current
+step's proprioception, so the loaded policy and value act exactly as the stored ones.
 """
 
 from __future__ import annotations
@@ -103,17 +108,43 @@ def save_llc(folder: str, parts, learner, command: str = "", extra: dict | None 
 def _diff(a, b, prefix: str) -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            if k not in a or k not in b:
-                return f"{prefix}{k} is {'missing' if k not in a else 'unexpected'} here"
+            if k not in a:
+                return f"{prefix}{k}: the stored LLC has none, here {b[k]!r}"
+            if k not in b:
+                return f"{prefix}{k}: stored {a[k]!r}, none here"
             if (d := _diff(a[k], b[k], f"{prefix}{k}.")) is not None:
                 return d
         return None
     return None if a == b else f"{prefix[:-1]}: stored {a!r}, here {b!r}"
 
 
-def check_llc(folder: str, parts) -> dict:
+def _history(interface: dict) -> int:
+    return int(interface.get("actor_history", 0) or 0)
+
+
+def _expected(parts, record: dict, widen: bool) -> tuple[dict, int]:
+    """What the stored record must say to fit ``parts`` and how many steps of actor history
+    to add to it (``widen``: a stored LLC with fewer steps than the env's is accepted)."""
+    here = describe(parts)
+    add = _history(here["interface"]) - _history(record.get("interface") or {})
+    if not widen or add <= 0:
+        return here, 0
+    extra = parts.env.proprio_size * add
+    sizes = dict(here["sizes"])
+    sizes["observation"] -= extra
+    sizes["privileged_observation"] -= extra
+    interface = dict(here["interface"])
+    old = _history(record.get("interface") or {})
+    interface.pop("actor_history")
+    if old:
+        interface["actor_history"] = old
+    return {**here, "sizes": sizes, "interface": interface}, add
+
+
+def check_llc(folder: str, parts, widen: bool = False) -> dict:
     """Checks a stored LLC against ``parts`` without reading its arrays into a learner (files
-    present, checksum, robot, interface, network); returns its record."""
+    present, checksum, robot, interface, network); returns its record. ``widen``: see
+    ``load_llc``."""
     npz, meta = os.path.join(folder, NPZ), os.path.join(folder, META)
     for p in (meta, npz):
         if not os.path.isfile(p):
@@ -132,7 +163,7 @@ def check_llc(folder: str, parts) -> dict:
         raise CorruptArtifactError(
             f"LLC checkpoint {npz} does not match its checksum in {META} (corrupted or replaced)"
         )
-    here = describe(parts)
+    here, _ = _expected(parts, record, widen)
     stored = {k: record.get(k) for k in here}
     if stored["robot"] != here["robot"]:
         raise ConfigError(
@@ -140,17 +171,23 @@ def check_llc(folder: str, parts) -> dict:
             "its robot parameters or joint order differ from this environment's"
         )
     if (d := _diff(stored, here, "")) is not None:
-        raise ConfigError(f"LLC checkpoint {folder} does not fit this experiment: {d}")
+        hint = ""
+        if "actor_history" in d and not widen:
+            hint = " (a warm start, llc_init, widens an LLC with less actor history)"
+        raise ConfigError(f"LLC checkpoint {folder} does not fit this experiment: {d}{hint}")
     return record
 
 
-def load_llc(folder: str, parts):
+def load_llc(folder: str, parts, widen: bool = False):
     """The stored LLC as a learner of ``parts.llc_ppo`` (see the module docstring)."""
-    check_llc(folder, parts)
+    record = check_llc(folder, parts, widen)
     npz = os.path.join(folder, NPZ)
     template = parts.llc_ppo.init(jax.random.PRNGKey(0))
     with np.load(npz, allow_pickle=False) as z:
         arrays = dict(z)
+    _, add = _expected(parts, record, widen)
+    if add:
+        arrays = _widen(arrays, record["sizes"]["observation"], add, parts.env)
     paths = jax.tree_util.tree_leaves_with_path(_stored(template))
     leaves = []
     for k, v in paths:
@@ -161,3 +198,26 @@ def load_llc(folder: str, parts):
         leaves.append(jnp.asarray(arrays[name], dtype=jnp.asarray(v).dtype))
     tree = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(_stored(template)), leaves)
     return template.replace(**tree)
+
+
+FIRST_KERNELS = ("['params'].actor['Dense_0']['kernel']", "['params'].critic['Dense_0']['kernel']")
+STATS = ("['actor_stats'].mean", "['actor_stats'].var", "['critic_stats'].mean",
+         "['critic_stats'].var")  # fmt: skip
+
+
+def _widen(arrays: dict, obs_size: int, add: int, env) -> dict:
+    """The stored arrays with ``add`` more steps of actor history: inputs inserted at
+    ``obs_size`` (the end of the stored actor observation, which is also where the critic's
+    privileged part begins): zero rows in both first-layer kernels, and in the normalizer
+    statistics copies of those of the current step's proprioception (``env.proprio``'s
+    entries: the same quantities, one step later)."""
+    idx = np.r_[0:61, 149:152]  # env.proprio's entries in the observation
+    assert len(idx) == env.proprio_size
+    out = dict(arrays)
+    for name in FIRST_KERNELS:
+        k = arrays[name]
+        out[name] = np.insert(k, [obs_size], np.zeros((add * len(idx), k.shape[1]), k.dtype), 0)
+    for name in STATS:
+        v = arrays[name]
+        out[name] = np.insert(v, [obs_size], np.tile(v[idx], add))
+    return out

@@ -491,6 +491,37 @@ def test_capture_point_against_mujocos_subtree_velocity():
         envs.make("humanoid_llc", sigma_capture_point=0.0)
 
 
+def test_actor_history_appends_the_earlier_steps_proprioception():
+    """With ``actor_history = 2`` the observation ends with the proprioception (gravity, joint
+    positions and velocities, angular velocity: entries 0-60 and 149-151) of the two steps
+    before, newest first (at reset: the current one); the rest of the observation and the
+    dynamics are those of the env without history, and the critic sees the same."""
+    e0 = envs.make("humanoid_llc")
+    e2 = envs.make("humanoid_llc", actor_history=2)
+    assert (e2.observation_size, e2.privileged_observation_size) == (280, 308)
+    assert "actor_history" not in e0.interface() and e2.interface()["actor_history"] == 2
+    key = jax.random.PRNGKey(5)
+    s0, s2 = jax.jit(e0.reset)(key), jax.jit(e2.reset)(key)
+    p = np.r_[0:61, 149:152]
+    obs = [np.asarray(s2.obs)]
+    np.testing.assert_array_equal(obs[0][152:216], obs[0][p])
+    np.testing.assert_array_equal(obs[0][216:280], obs[0][p])
+    step0, step2 = jax.jit(e0.step), jax.jit(e2.step)
+    acts = jax.random.uniform(jax.random.PRNGKey(6), (3, 26), minval=-0.5, maxval=0.5)
+    for a in acts:
+        s0, s2 = step0(s0, a), step2(s2, a)
+        obs.append(np.asarray(s2.obs))
+    for t in (2, 3):
+        np.testing.assert_array_equal(obs[t][152:216], obs[t - 1][p])
+        np.testing.assert_array_equal(obs[t][216:280], obs[t - 2][p])
+    np.testing.assert_allclose(obs[3][:152], np.asarray(s0.obs), atol=1e-5)
+    priv = np.asarray(s2.privileged_obs)
+    np.testing.assert_array_equal(priv[:280], obs[3])
+    np.testing.assert_allclose(priv[280:], np.asarray(s0.privileged_obs)[152:], atol=1e-5)
+    with pytest.raises(ValueError, match="actor_history"):
+        envs.make("humanoid_llc", actor_history=-1)
+
+
 def test_push_force_min_sets_the_smallest_push():
     """Push magnitudes are uniform in [push_force_min, push_force] (0 by default)."""
     keys = jax.random.split(jax.random.PRNGKey(2), 256)

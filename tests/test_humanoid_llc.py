@@ -266,6 +266,44 @@ def test_stored_llc_round_trip_and_refusals(stand_parts, tmp_path):
     assert meta["command"].startswith("refine-dp") and meta["sizes"]["action"] == 26
 
 
+def test_stored_llc_widened_to_actor_history_acts_the_same(stand_parts, tmp_path):
+    """A stored LLC without actor history, warm-started (``llc_init``, ``widen=True``) on an env
+    with 2 steps of it: the actor's mean and the critic's value on the wider inputs equal the
+    stored ones on the inputs without the history; the history's normalizer statistics are
+    the current proprioception's. Without ``widen`` it is refused (with a hint), and a
+    history LLC does not load into the env without one."""
+    parts = stand_parts
+    learner = parts.llc_ppo.init(jax.random.PRNGKey(4))
+    rng = np.random.default_rng(0)
+    stats = learner.actor_stats.replace(  # non-trivial statistics, as after training
+        mean=jnp.asarray(rng.normal(size=152), jnp.float32),
+        var=jnp.asarray(rng.uniform(0.5, 2.0, 152), jnp.float32))  # fmt: skip
+    learner = learner.replace(actor_stats=stats)
+    folder = str(tmp_path / "llc0")
+    save_llc(folder, parts, learner)
+    over = parts.cfg.env_overrides + (("actor_history", 2),)
+    hist = pipeline.build(replace(parts.cfg, env_overrides=over))
+    assert hist.env.observation_size == 152 + 128
+    with pytest.raises(ConfigError, match="actor_history: the stored LLC has none.*llc_init"):
+        load_llc(folder, hist)
+    wide = load_llc(folder, hist, widen=True)
+    proprio = np.r_[0:61, 149:152]
+    np.testing.assert_array_equal(np.asarray(wide.actor_stats.mean[152:216]),
+                                  np.asarray(stats.mean)[proprio])  # fmt: skip
+    obs = jnp.asarray(rng.normal(size=(5, 280)), jnp.float32)
+    priv = jnp.asarray(rng.normal(size=(5, 308)), jnp.float32)
+    ppo = parts.llc_ppo
+    a_wide = hist.llc_ppo.act(wide, obs, jax.random.PRNGKey(0), True)[0]
+    a_old = ppo.act(learner, obs[:, :152], jax.random.PRNGKey(0), True)[0]
+    np.testing.assert_allclose(np.asarray(a_wide), np.asarray(a_old), atol=1e-6)
+    v_wide = hist.llc_ppo.value(wide, priv)
+    v_old = ppo.value(learner, jnp.concatenate([priv[:, :152], priv[:, 280:]], axis=1))
+    np.testing.assert_allclose(np.asarray(v_wide), np.asarray(v_old), rtol=1e-5, atol=1e-5)
+    save_llc(str(tmp_path / "llc2"), hist, wide)
+    with pytest.raises(ConfigError, match="actor_history"):
+        load_llc(str(tmp_path / "llc2"), parts, widen=True)
+
+
 def test_gripper_follows_the_command_not_the_action():
     """Finger PD targets come from the command's gripper states (+1 closed: full travel),
     whatever the LLC's action; the action has no gripper entries."""

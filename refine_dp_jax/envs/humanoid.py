@@ -112,6 +112,7 @@ class TaskState:
     arm_ref: jax.Array  # [14] arm prior: PD targets the arm residual is added to
     latched: jax.Array  # [] 1.0 while the door (if any) is latched shut
     obj_start: jax.Array  # [3] where the task object was at reset (world; planners' memory)
+    proprio_hist: jax.Array  # [actor_history, 64] earlier steps' proprioception, newest first
 
 
 @struct.dataclass
@@ -162,9 +163,10 @@ class HumanoidEnv:
     action_size = NL + NA  # 26
     command_size = 17
     velocity_command_size = 3  # the command's leading base velocity (held longer in training)
-    observation_size = 152
-    privileged_observation_size = 180
+    observation_size = 152  # + 64 x cfg.actor_history (set per instance)
+    privileged_observation_size = 180  # + 64 x cfg.actor_history
     dp_observation_size = 34
+    proprio_size = 64  # one step of proprioception (``proprio``)
 
     def __init__(
         self, task: TaskSpec, cfg: HumanoidConfig, params: HumanoidParams = HumanoidParams()
@@ -178,6 +180,9 @@ class HumanoidEnv:
             hard_joint_limits=c.hard_joint_limits, floor_friction=float(np.mean(c.floor_friction)),
         )  # fmt: skip
         self.mj_model = task.build_scene(c, params, self.physics).compile()
+        extra = self.proprio_size * c.actor_history
+        self.observation_size = HumanoidEnv.observation_size + extra
+        self.privileged_observation_size = HumanoidEnv.privileged_observation_size + extra
         self.mjx_model = put_model(self.mj_model)
         self.dt = c.dt
         self.episode_steps = int(round(c.episode_seconds / self.dt))
@@ -249,8 +254,12 @@ class HumanoidEnv:
         self._foot_efc = efc_adr[self._foot_rows]  # [2, K]
 
     def interface(self) -> dict:
-        """The config fields an LLC trained on this env depends on (``INTERFACE_FIELDS``)."""
-        return {k: getattr(self.cfg, k) for k in INTERFACE_FIELDS}
+        """The config fields an LLC trained on this env depends on (``INTERFACE_FIELDS``;
+        ``actor_history`` only when set: LLCs stored before it existed have none)."""
+        out = {k: getattr(self.cfg, k) for k in INTERFACE_FIELDS}
+        if not self.cfg.actor_history:
+            del out["actor_history"]
+        return out
 
     def _reference_pose(self):
         """Standing height and the ready hand poses, from MuJoCo at the default pose."""
@@ -386,6 +395,12 @@ class HumanoidEnv:
     def footstep_command(self, f: Features, command, step_count):
         return plan(command[:3], f.feet, step_count * self.dt, self.footsteps, self.terrain)
 
+    def proprio(self, f: Features) -> jax.Array:
+        """[64] one step's proprioception as the actor observes it: projected gravity, joint
+        positions relative to the default, joint velocities x 0.05, base angular velocity
+        x 0.25 (observation entries 0-60 and 149-151)."""
+        return jnp.concatenate([f.gravity, f.q - self._default, 0.05 * f.qd, 0.25 * f.ang_vel])
+
     def _observe(self, data, f: Features, command, last_action, task: TaskState, step_count):
         fs = self.footstep_command(f, command, step_count)
         pos_err, rot_err = self._hand_errors(f, command)
@@ -394,6 +409,7 @@ class HumanoidEnv:
             task.arm_ref - self._default[NL : NL + NA], command,
             fs.observation(), f.hand_pose_b.reshape(-1),
             jnp.concatenate([pos_err, rot_err], axis=1).reshape(-1), 0.25 * f.ang_vel,
+            task.proprio_hist.reshape(-1),
         ])  # fmt: skip
         ref, ref_z = feet_reference(fs, task.gait.start, self.footsteps, self.terrain)
         h = f.heading
@@ -478,6 +494,7 @@ class HumanoidEnv:
             friction=friction, push_force=push_force, push_start=push_start, push_end=push_end,
             reward_curriculum=jnp.zeros(()), arm_ref=f.q[NL : NL + NA], latched=jnp.ones(()),
             obj_start=f.obj_pos,
+            proprio_hist=jnp.tile(self.proprio(f)[None], (c.actor_history, 1)),  # still before
         )  # fmt: skip
         cmd = jnp.concatenate([jnp.zeros(3), f.hand_pose_b.reshape(-1), -jnp.ones(2)])
         cmd = jnp.clip(cmd, self.command_low, self.command_high)
@@ -572,7 +589,10 @@ class HumanoidEnv:
         nf, ns, ne = self._sample_push(k_push, steps)
         over = steps >= task.push_end
         latched = task.latched * (f.lever_angle < c.latch_release_angle)  # released for good
+        prev = self.proprio(self.features(state.data))  # this step's start, newest in history
+        hist = jnp.concatenate([prev[None], task.proprio_hist])[: c.actor_history]
         task = task.replace(
+            proprio_hist=hist,
             latched=latched, hold=hold, gait=gait, prev_joint_vel=f.qd, prev_hand_pos=f.hand_pos,
             prev_hand_vel=hand_vel, push_force=jnp.where(over, nf, task.push_force),
             push_start=jnp.where(over, ns, task.push_start),
@@ -795,6 +815,7 @@ class HumanoidEnv:
             push_end=jnp.zeros((), jnp.int32), reward_curriculum=jnp.zeros(()),
             arm_ref=jnp.asarray(self._default[NL : NL + NA], jnp.float32), latched=jnp.ones(()),
             obj_start=jnp.zeros(3),
+            proprio_hist=jnp.zeros((self.cfg.actor_history, self.proprio_size)),
         )  # fmt: skip
 
     def is_success(self, data, task: TaskState) -> jax.Array:

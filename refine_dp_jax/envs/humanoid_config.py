@@ -15,7 +15,7 @@ INTERFACE_FIELDS = (
     "physics_dt", "substeps", "hard_joint_limits", "leg_action_scale", "arm_prior",
     "arm_action_scale", "ik_iterations", "ik_damping", "ik_max_step", "vx_range", "vy_range",
     "yaw_rate_range", "hand_x_range", "hand_y_range", "hand_z_range", "hand_rot_range",
-    "step_period", "nominal_foot_width", "min_foot_width", "swing_height",
+    "step_period", "nominal_foot_width", "min_foot_width", "swing_height", "actor_history",
 )  # fmt: skip
 
 
@@ -32,6 +32,12 @@ class HumanoidConfig:
     hard_joint_limits: bool = False  # limit constraints; off: PD targets clamped to the ranges
     max_qvel: float = 100.0  # rad/s or m/s: beyond this the state counts as exploded
     episode_seconds: float = 20.0  # time limit (each task sets its own)
+
+    # -- LLC observation -----------------------------------------------------------------------
+    # Not in the paper (0 = its actor inputs): the proprioception (projected gravity, joint
+    # positions and velocities, base angular velocity: 64 numbers) of this many earlier LLC
+    # steps, newest first, appended to the actor's observation (and the critic's)
+    actor_history: int = 0
 
     # -- LLC action ---------------------------------------------------------------------------
     leg_action_scale: float = 0.25  # rad per unit leg action (unitree_rl_gym G1 uses 0.25)
@@ -208,6 +214,8 @@ class HumanoidConfig:
                 f"humanoid: need 0 <= push_force_min ({self.push_force_min}) <= push_force "
                 f"({self.push_force})"
             )
+        if self.actor_history < 0:
+            raise ConfigError(f"humanoid: actor_history = {self.actor_history}: must be >= 0")
         if self.sigma_capture_point <= 0:
             raise ConfigError("humanoid: sigma_capture_point must be > 0")
         if self.door_open_angle <= 0 or self.latch_release_angle <= 0:

@@ -338,7 +338,7 @@ def test_reward_curriculum_ramps_the_penalty_weights():
     for level in (0.0, 1.0):
         task = env.blank_task().replace(reward_curriculum=jnp.asarray(level))
         _, parts = env._reward(f, cmd, a, last, q_t, task, gait, jnp.zeros(2), jnp.zeros(2),
-                               jnp.zeros((2, 3)), jnp.asarray(1))  # fmt: skip
+                               jnp.zeros((2, 3)), jnp.asarray(1), jnp.zeros(2))  # fmt: skip
         terms[level] = {k: float(v) for k, v in parts["terms"].items()}
     nl = len(LEG_JOINTS)
     s = c.reward_scale

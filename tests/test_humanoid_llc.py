@@ -174,6 +174,31 @@ def test_push_outcomes_match_a_plain_loop():
         assert table[name] == {"pushes": pushes, "falls": falls}, name
 
 
+def test_llc_falls_pools_the_rows_push_tallies(tmp_path):
+    """experiments.llc_falls' third panel: the rows' per-push tallies summed bin by bin (rows
+    with fewer bins padded), rows without one skipped; the figure is written."""
+    from experiments.llc_falls import plot, pool_pushes
+
+    def row(pushes, falls):
+        t = {"bins": [10.0 * i for i in range(len(pushes))], "bin_width": 10.0}
+        for name in ("forward", "left", "backward", "right"):
+            t[name] = {"pushes": list(pushes), "falls": list(falls)}
+        return {"fall_rate": 0.1, "push_recovery": t}
+
+    rows = {
+        "push 60 N": row([10, 12, 14], [0, 1, 2]),
+        "push 80 N": row([11, 12, 13, 15], [0, 0, 5, 9]),
+        "forward push 60 N": {"fall_rate": 0.2},
+    }
+    pooled = pool_pushes(rows)
+    assert pooled["bins"] == [0.0, 10.0, 20.0, 30.0]
+    assert pooled["backward"] == {"pushes": [21, 24, 27, 15], "falls": [0, 1, 7, 9]}
+    assert pool_pushes({"push 0 N": {"fall_rate": 0.0}}) is None
+    png = str(tmp_path / "falls.png")
+    plot({"rows": rows, "episodes": 64}, [60.0, 80.0], 60.0, png)
+    assert os.path.getsize(png) > 10_000
+
+
 def test_ik_orientation_error_has_no_half_turn_trap():
     """The skew-part error sin(angle) * axis vanishes at a half turn, where IK then stops;
     ours grows up to it, and IK from a pose a half turn away converges."""

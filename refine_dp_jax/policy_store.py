@@ -211,8 +211,7 @@ def _widen(arrays: dict, obs_size: int, add: int, env) -> dict:
     privileged part begins): zero rows in both first-layer kernels, and in the normalizer
     statistics copies of those of the current step's proprioception (``env.proprio``'s
     entries: the same quantities, one step later)."""
-    idx = np.r_[0:61, 149:152]  # env.proprio's entries in the observation
-    assert len(idx) == env.proprio_size
+    idx = env.proprio_entries
     out = dict(arrays)
     for name in FIRST_KERNELS:
         k = arrays[name]

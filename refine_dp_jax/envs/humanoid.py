@@ -167,6 +167,7 @@ class HumanoidEnv:
     privileged_observation_size = 180  # + 64 x cfg.actor_history
     dp_observation_size = 34
     proprio_size = 64  # one step of proprioception (``proprio``)
+    proprio_entries = np.r_[0:61, 149:152]  # where ``proprio``'s entries sit in the observation
 
     def __init__(
         self, task: TaskSpec, cfg: HumanoidConfig, params: HumanoidParams = HumanoidParams()

@@ -21,7 +21,9 @@ LLC interface (one ``step`` = 20 ms = 4 MJX steps of 5 ms)
     relative to the default (29: legs, arms, waist, fingers), joint velocities x 0.05 (29),
     last action (26), the arm prior relative to the default (14), command (17), footstep
     command (7: swing flags, countdown, target x, y, yaw and height above the stance foot's
-    ground), hand poses (12), hand tracking errors (12), base angular velocity x 0.25 (3).
+    ground), hand poses (12), hand tracking errors (12), base angular velocity x 0.25 (3);
+    with ``actor_history = H`` (opt-in, not the paper's) + 64 x H: the proprioception
+    (``proprio``) of the H earlier steps, newest first.
   critic [Dpriv = 180]: the actor's plus reference and current foot positions in the heading
     frame (6 + 6), base linear velocity (3), foot contact forces (6), base height (1) and the
     randomized parameters: hand payloads (2), floor friction (1), push force (3).

@@ -572,7 +572,8 @@ class HumanoidEnv:
         gait = GaitState(start=start, air_time=air * (1.0 - contact), contact=contact)
         hand_vel = (f.hand_pos - task.prev_hand_pos) / self.dt
         hand_acc = (hand_vel - task.prev_hand_vel) / self.dt
-        cp_err = self.capture_point(model, data) - jnp.mean(f.sole_pos[:, :2], axis=0)
+        cp_err = (self.capture_point(model, data) - jnp.mean(f.sole_pos[:, :2], axis=0)
+                  if c.w_capture_point else jnp.zeros(2))  # fmt: skip
         reward, parts = self._reward(f, state.command, a, state.last_action, q_t, task, gait,
                                      air, touchdown, hand_acc, steps, cp_err)  # fmt: skip
 

@@ -30,7 +30,8 @@ import numpy as np
 
 def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
                   velocity_hold_steps: int = 0, settle_seconds: float = 0.5,
-                  record_qpos: bool = False, record_pushes: bool = False):  # fmt: skip
+                  record_qpos: bool = False, record_pushes: bool = False,
+                  extra: Callable | None = None):  # fmt: skip
     """Returns ``run(params, key) -> dict of [T, B] arrays`` (jitted), where ``policy(params,
     obs [B, Do]) -> action [B, Da]`` (deterministic). ``params = None`` with ``policy =
     zero_policy(env)`` evaluates the arm prior alone (zero residual). Commands follow LLC
@@ -38,7 +39,8 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
     [T, B, nq] (for a video, ``evaluate.render_video``). ``record_pushes`` (envs with torso
     pushes, the humanoid's): also ``push`` [T, B, 2], the horizontal push applied during the
     step in the pelvis heading frame at its start (N; zero between pushes; +x = pushed
-    forward), for ``push_outcomes``."""
+    forward), for ``push_outcomes``. ``extra(state) -> dict of [B, ...]``: more per-step
+    records of the batched state after each step (e.g. a diagnostic of the stance)."""
     from refine_dp_jax.train.llc import command_schedule
 
     b, t_len = num_envs, env.episode_steps
@@ -89,6 +91,8 @@ def make_llc_eval(env, num_envs: int, hold_steps: int, policy: Callable,
                 out["qpos"] = nxt.data.qpos
             if record_pushes:
                 out["push"] = push_b * on[:, None]
+            if extra is not None:
+                out.update(extra(nxt))
             alive = alive * (1.0 - nxt.done)
             return (nxt, alive, target, timer, vtimer, still, since_grip), out
 

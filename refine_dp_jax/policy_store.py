@@ -126,7 +126,8 @@ def _expected(parts, record: dict, widen: bool) -> tuple[dict, int]:
     """What the stored record must say to fit ``parts`` and how many steps of actor history
     to add to it (``widen``: a stored LLC with fewer steps than the env's is accepted)."""
     here = describe(parts)
-    add = _history(here["interface"]) - _history(record.get("interface") or {})
+    old = _history(record.get("interface") or {})
+    add = _history(here["interface"]) - old
     if not widen or add <= 0:
         return here, 0
     extra = parts.env.proprio_size * add
@@ -134,7 +135,6 @@ def _expected(parts, record: dict, widen: bool) -> tuple[dict, int]:
     sizes["observation"] -= extra
     sizes["privileged_observation"] -= extra
     interface = dict(here["interface"])
-    old = _history(record.get("interface") or {})
     interface.pop("actor_history")
     if old:
         interface["actor_history"] = old

@@ -593,7 +593,7 @@ class HumanoidEnv:
         nf, ns, ne = self._sample_push(k_push, steps)
         over = steps >= task.push_end
         latched = task.latched * (f.lever_angle < c.latch_release_angle)  # released for good
-        prev = self.proprio(self.features(state.data))  # this step's start, newest in history
+        prev = state.obs[self.proprio_entries]  # this step's start (``proprio``), newest first
         hist = jnp.concatenate([prev[None], task.proprio_hist])[: c.actor_history]
         task = task.replace(
             proprio_hist=hist,

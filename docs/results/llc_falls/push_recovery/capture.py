@@ -11,10 +11,12 @@ over the pendulum frequency, the episode's masses) and the six contact spheres o
 (toe corners and heel of each foot). The margin is the capture point's signed distance
 outside the convex hull of the spheres' ground positions (negative: inside, so a centre of
 pressure exists that brings a linear inverted pendulum to rest without a step; positive:
-outside, no such centre of pressure exists on these feet). Writes ``OUT/capture.json`` (per
-direction, push-size bin and outcome: pushes, margins before the push, at its end and at
-most within 1 s; median curves) and ``OUT/capture.png`` (margin against time after the push,
-falls against recoveries).
+outside, no such centre of pressure exists on these feet). Writes ``OUT/capture.json``
+(``summary``: per direction, push-size bin and outcome the pushes and their median margins
+before the push, at its end and at most within 1 s; falls per margin at the push's end; the
+capture point's shift over a push per newton. ``pushes``: every push) and
+``OUT/capture.png`` (margin against time after the push, falls against recoveries).
+``CAPTURE_EPISODES=N`` in the environment: N episodes a direction.
 """
 
 from __future__ import annotations
@@ -140,6 +142,25 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def write(record: dict, path: str) -> None:
+    """``record`` as JSON, floats to 4 decimals (0.1 mm, 0.1 mN), one push per line."""
+
+    def rounded(x):
+        if isinstance(x, float):
+            return round(x, 4)
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        return [rounded(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+    record = rounded(record)
+    pushes = record.pop("pushes")
+    text = json.dumps(record, indent=1)[:-2] + ',\n "pushes": {\n'
+    text += ",\n".join(f"  {json.dumps(s)}: [\n" + ",\n".join("   " + json.dumps(r) for r in rows)
+                        + "\n  ]" for s, rows in pushes.items())  # fmt: skip
+    with open(path, "w") as f:
+        f.write(text + "\n }\n}\n")
+
+
 def plot(results: dict, dt: float, path: str) -> None:
     import matplotlib
 
@@ -180,11 +201,11 @@ def main() -> None:
         near = lambda r: abs(np.angle(np.exp(1j * (r["angle"] - off)))) <= np.pi / 4  # noqa: E731
         results[sector] = [r for r in analyse(outs) if near(r)]
         print(sector, json.dumps(summary(results[sector]), indent=1), flush=True)
-    with open(os.path.join(out_dir, "capture.json"), "w") as f:
-        json.dump({"llc": folder, "set": sets, "episodes": EPISODES, **body,
-                   "summary": {s: summary(r) for s, r in results.items()},
-                   "pushes": {s: [{k: v for k, v in r.items() if k != "curve"} for r in rows]
-                              for s, rows in results.items()}}, f, indent=1)  # fmt: skip
+    pushes = {s: [{k: v for k, v in r.items() if k != "curve"} for r in rows]
+              for s, rows in results.items()}  # fmt: skip
+    write({"llc": folder, "set": sets, "episodes": EPISODES, **body,
+           "summary": {s: summary(r) for s, r in results.items()}, "pushes": pushes},
+          os.path.join(out_dir, "capture.json"))  # fmt: skip
     plot(results, dt, os.path.join(out_dir, "capture.png"))
 
 

@@ -145,6 +145,11 @@ def check_llc(folder: str, parts, widen: bool = False) -> dict:
     """Checks a stored LLC against ``parts`` without reading its arrays into a learner (files
     present, checksum, robot, interface, network); returns its record. ``widen``: see
     ``load_llc``."""
+    return _check(folder, parts, widen)[0]
+
+
+def _check(folder: str, parts, widen: bool) -> tuple[dict, int]:
+    """``check_llc``'s record, and the steps of actor history ``load_llc`` must add."""
     npz, meta = os.path.join(folder, NPZ), os.path.join(folder, META)
     for p in (meta, npz):
         if not os.path.isfile(p):
@@ -163,7 +168,7 @@ def check_llc(folder: str, parts, widen: bool = False) -> dict:
         raise CorruptArtifactError(
             f"LLC checkpoint {npz} does not match its checksum in {META} (corrupted or replaced)"
         )
-    here, _ = _expected(parts, record, widen)
+    here, add = _expected(parts, record, widen)
     stored = {k: record.get(k) for k in here}
     if stored["robot"] != here["robot"]:
         raise ConfigError(
@@ -175,17 +180,16 @@ def check_llc(folder: str, parts, widen: bool = False) -> dict:
         if "actor_history" in d and not widen:
             hint = " (a warm start, llc_init, widens an LLC with less actor history)"
         raise ConfigError(f"LLC checkpoint {folder} does not fit this experiment: {d}{hint}")
-    return record
+    return record, add
 
 
 def load_llc(folder: str, parts, widen: bool = False):
     """The stored LLC as a learner of ``parts.llc_ppo`` (see the module docstring)."""
-    record = check_llc(folder, parts, widen)
+    record, add = _check(folder, parts, widen)
     npz = os.path.join(folder, NPZ)
     template = parts.llc_ppo.init(jax.random.PRNGKey(0))
     with np.load(npz, allow_pickle=False) as z:
         arrays = dict(z)
-    _, add = _expected(parts, record, widen)
     if add:
         arrays = _widen(arrays, record["sizes"]["observation"], add, parts.env)
     paths = jax.tree_util.tree_leaves_with_path(_stored(template))

@@ -126,10 +126,10 @@ def test_walking_metrics_match_a_plain_loop():
 
 
 def test_push_outcomes_match_a_plain_loop():
-    """Each push on a live robot is one entry: its magnitude and heading-frame direction, and
-    whether the episode fell within the window from its start; pushes whose window passes the
-    episode's end without a fall are left out. ``push_recovery`` tallies them per 10 N bin
-    and direction (plain Python loops over a synthetic record)."""
+    """Each push on a live robot is one entry: its magnitude and heading-frame direction,
+    whether the episode fell within the window from its start, and where it starts; pushes
+    whose window passes the episode's end without a fall are left out. ``push_recovery``
+    tallies them per 10 N bin and direction (plain Python loops over a synthetic record)."""
     from refine_dp_jax.train.llc_eval import push_outcomes, push_recovery
 
     rng = np.random.default_rng(3)
@@ -155,19 +155,20 @@ def test_push_outcomes_match_a_plain_loop():
             f_in = tf is not None and i <= tf < i + 10
             if f_in or i + 10 <= t:
                 want.append((np.hypot(*push[i, j]), np.arctan2(push[i, j, 1], push[i, j, 0]),
-                             f_in))  # fmt: skip
+                             f_in, i, j))  # fmt: skip
     got = push_outcomes({"push": push, "alive": alive, "fell": fell}, dt, window)
     assert len(want) == len(got["magnitude"]) > 50 and 5 < sum(w[2] for w in want) < len(want)
     key = lambda x: (round(x[0], 6), round(x[1], 6))  # noqa: E731
     want = sorted(want, key=key)
-    mine = sorted(zip(got["magnitude"], got["angle"], got["fell"], strict=True), key=key)
-    for (m0, a0, f0), (m1, a1, f1) in zip(want, mine, strict=True):
-        assert (m1, a1, bool(f1)) == (pytest.approx(m0), pytest.approx(a0), f0)
+    mine = sorted(zip(got["magnitude"], got["angle"], got["fell"], got["step"], got["episode"],
+                      strict=True), key=key)  # fmt: skip
+    for (m0, a0, f0, i0, j0), (m1, a1, f1, i1, j1) in zip(want, mine, strict=True):
+        assert (m1, a1, bool(f1), i1, j1) == (pytest.approx(m0), pytest.approx(a0), f0, i0, j0)
     table = push_recovery(got)
     assert table["bins"] == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
     for k, name in enumerate(("forward", "left", "backward", "right")):
         pushes, falls = [0] * 8, [0] * 8
-        for m, a, f in want:
+        for m, a, f, _, _ in want:
             if round(a / (np.pi / 2)) % 4 == k:
                 pushes[int(m // 10)] += 1
                 falls[int(m // 10)] += int(f)

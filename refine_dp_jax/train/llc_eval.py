@@ -107,8 +107,9 @@ def push_outcomes(outs: dict, dt: float, window_seconds: float = 3.0) -> dict:
     """Every push of a ``record_pushes`` run, one entry each: ``magnitude`` (N), ``angle``
     (rad in the pelvis heading frame at the push: 0 = pushed forward, pi/2 = to the left)
     and ``fell`` (bool: the episode ended in a fall within ``window_seconds`` of the push's
-    start). Pushes on a fallen robot do not count, nor pushes whose window runs past the
-    episode's end without a fall (their outcome is unknown)."""
+    start), ``step`` and ``episode`` (where it starts in ``outs``' [T, B]). Pushes on a fallen
+    robot do not count, nor pushes whose window runs past the episode's end without a fall
+    (their outcome is unknown)."""
     push = np.asarray(outs["push"])  # [T, B, 2]
     alive = np.asarray(outs["alive"]) > 0.5
     fell = np.asarray(outs["fell"]) > 0.5
@@ -122,7 +123,7 @@ def push_outcomes(outs: dict, dt: float, window_seconds: float = 3.0) -> dict:
     known = fell_in | (ts + window <= t_len)
     f = push[ts, bs][known]
     return {"magnitude": np.linalg.norm(f, axis=-1), "angle": np.arctan2(f[:, 1], f[:, 0]),
-            "fell": fell_in[known]}  # fmt: skip
+            "fell": fell_in[known], "step": ts[known], "episode": bs[known]}  # fmt: skip
 
 
 PUSH_SECTORS = ("forward", "left", "backward", "right")  # centred on 0, pi/2, pi, -pi/2

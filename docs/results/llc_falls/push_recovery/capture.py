@@ -80,27 +80,26 @@ def collect(folder: str, sector: str, sets: tuple[str, ...]) -> dict:
 
 
 def analyse(outs: dict) -> list[dict]:
-    """One entry per push with a known outcome on a standing robot: size (N), direction
-    (heading frame), fell, margins (m) before it, at its end, at most within ``AFTER`` s and
-    the curve over ``AFTER`` s."""
-    dt, push = outs["dt"], outs["push"]
-    alive, fell = outs["alive"] > 0.5, outs["fell"] > 0.5
-    t_len = push.shape[0]
-    on = np.linalg.norm(push, axis=-1) > 0.0
-    first = on & ~np.concatenate([np.zeros_like(on[:1]), on[:-1]])
-    window, after = int(round(WINDOW / dt)), int(round(AFTER / dt))
-    fall_step = np.where(fell.any(0), fell.argmax(0), t_len + window)
+    """One entry per push of ``push_outcomes`` (known outcome, standing robot) but the first
+    step's: size (N), direction (heading frame), fell, margins (m) before it, at its end, at
+    most within ``AFTER`` s and the curve over ``AFTER`` s."""
+    from refine_dp_jax.train.llc_eval import push_outcomes
+
+    dt, t_len = outs["dt"], outs["push"].shape[0]
+    pushes = push_outcomes(outs, dt, WINDOW)
+    on = np.linalg.norm(outs["push"], axis=-1) > 0.0
+    fell = outs["fell"] > 0.5
+    end_step = np.where(fell.any(0), fell.argmax(0), t_len)  # [B]: the fall, or the end
+    after = int(round(AFTER / dt))
     rows = []
-    for t, b in zip(*np.nonzero(first & alive), strict=True):
-        fell_in = t <= fall_step[b] < t + window
-        if t == 0 or not (fell_in or t + window <= t_len):
+    for k, (t, b) in enumerate(zip(pushes["step"], pushes["episode"], strict=True)):
+        if t == 0:
             continue
         length = int(on[t:, b].argmin())  # steps the push lasts
-        ts = range(t - 1, min(t + after, fall_step[b], t_len))
-        m = [margin(outs["cp"][k, b], outs["pts"][k, b]) for k in ts]
-        f = push[t, b]
-        rows.append({"force": float(np.linalg.norm(f)), "angle": float(np.arctan2(f[1], f[0])),
-                     "fell": bool(fell_in), "before": m[0],
+        ts = range(t - 1, min(t + after, end_step[b]))
+        m = [margin(outs["cp"][i, b], outs["pts"][i, b]) for i in ts]
+        rows.append({"force": float(pushes["magnitude"][k]), "angle": float(pushes["angle"][k]),
+                     "fell": bool(pushes["fell"][k]), "before": m[0],
                      "end": m[min(length, len(m) - 1)], "max": max(m[1:] or m),
                      "curve": m[1:]})  # fmt: skip
     return rows

@@ -147,6 +147,30 @@ def test_nonfinite_physics_is_reset_and_counted(tiny_parts, tiny_cfg):
     assert all(np.isfinite(x).all() for x in _leaves(new.env_state.data.qvel))
 
 
+def test_actor_lr_anneals_linearly_to_lr_final(tiny_parts, tiny_cfg):
+    """``LLCConfig.lr_final``: the actor's rate falls linearly over the iterations (a
+    plain-Python reference), and the step at the last iteration is the step of a run at the
+    final rate (the same state and key: the same actor afterwards)."""
+    from refine_dp_jax.train.llc import actor_lr_scale, make_llc_train
+
+    cfg = replace(tiny_cfg.llc, iterations=5, lr_final=1e-4, **{"ppo.lr": 3e-4})
+    ref = [1.0 + min(i / 4, 1.0) * (1e-4 / 3e-4 - 1.0) for i in range(7)]
+    np.testing.assert_allclose([float(actor_lr_scale(cfg, i)) for i in range(7)], ref, rtol=1e-6)
+    assert float(actor_lr_scale(replace(cfg, lr_final=0.0), 3)) == 1.0  # 0: constant
+
+    actors = []
+    for llc in (cfg, replace(cfg, lr_final=0.0, **{"ppo.lr": 1e-4})):
+        init, step, _ = make_llc_train(tiny_parts.env, llc)
+        state = init(jax.random.PRNGKey(0)).replace(iteration=jnp.int32(4))
+        new, metrics = jax.jit(step)(state)
+        np.testing.assert_allclose(float(metrics["actor_lr"]), 1e-4, rtol=1e-5)
+        actors.append(_leaves(new.learner.params.actor))
+        before = _leaves(state.learner.params.actor)
+    for x, y in zip(*actors, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(actors[0][0], before[0])  # it did step
+
+
 def test_guard_drops_nonfinite_updates():
     from flax import struct
 

@@ -57,6 +57,11 @@ class LLCConfig:
     speed_scale_start: float = 1.0
     speed_scale_step: float = 0.05
     speed_scale_max_err: float = 0.2
+    # The actor's learning rate falls linearly from ``ppo.lr`` at the first iteration to this
+    # at the last (``iterations``; a run stopped earlier by ``--minutes`` ends above it), as
+    # the standing LLC's chain of continuations stepped it down by hand (3e-4 -> 1e-4 ->
+    # 5e-5); 0: ``ppo.lr`` throughout. Logged as ``actor_lr``.
+    lr_final: float = 0.0
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self):
@@ -66,7 +71,8 @@ class LLCConfig:
                             "reward_curriculum_iterations": NONNEG,
                             "eval_episodes": NONNEG,
                             "speed_scale_start": within(0, 1, lo_open=True),
-                            "speed_scale_step": UNIT, "speed_scale_max_err": POSITIVE})  # fmt: skip
+                            "speed_scale_step": UNIT, "speed_scale_max_err": POSITIVE,
+                            "lr_final": NONNEG})  # fmt: skip
 
 
 class LLCTransition(NamedTuple):
@@ -103,6 +109,15 @@ def reward_curriculum_level(cfg: LLCConfig, iteration) -> jax.Array:
     if n == 0:
         return jnp.float32(1.0)
     return jnp.minimum(jnp.asarray(iteration, jnp.float32) / n, 1.0)
+
+
+def actor_lr_scale(cfg: LLCConfig, iteration) -> jax.Array:
+    """[] the factor on ``cfg.ppo.lr`` at PPO iteration ``iteration`` (``LLCConfig.lr_final``):
+    1 at the first iteration, ``lr_final / ppo.lr`` at the last and after."""
+    if cfg.lr_final == 0.0:
+        return jnp.float32(1.0)
+    frac = jnp.minimum(jnp.asarray(iteration, jnp.float32) / max(cfg.iterations - 1, 1), 1.0)
+    return 1.0 + frac * (cfg.lr_final / cfg.ppo.lr - 1.0)
 
 
 def with_reward_level(env: Env) -> Callable:
@@ -282,7 +297,8 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
     def train_step(state: LLCTrainState):
         key, k_roll, k_up = jax.random.split(state.key, 3)
         env_state, target, timer, vtimer, tr, info, level = rollout(state, k_roll)
-        learner, metrics = llc_learn(ppo, state.learner, tr, cfg.ppo, k_up)
+        lr_scale = actor_lr_scale(cfg, state.iteration)
+        learner, metrics = llc_learn(ppo, state.learner, tr, cfg.ppo, k_up, actor_lr_scale=lr_scale)
         episodes = jnp.sum(info["done"])
         walk = walking_metrics(info)
         speed_scale = next_speed_scale(cfg, state.speed_scale, walk)
@@ -297,6 +313,7 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
             "fall_rate": jnp.sum(tr.terminated) / jnp.maximum(episodes, 1.0),
             "episode_seconds": jnp.sum(info["ended_at"]) * env.dt / jnp.maximum(episodes, 1.0),
             "reward_curriculum": level,
+            "actor_lr": cfg.ppo.lr * lr_scale,
             "speed_scale": state.speed_scale,
             **walk,
             **{k: jnp.mean(v) for k, v in info.items()

@@ -103,14 +103,15 @@ def humanoid_llc_stand() -> ExperimentConfig:
 @register("humanoid_llc_stand_2h")
 def humanoid_llc_stand_2h() -> ExperimentConfig:
     """The standing LLC from scratch in one command, within issue 13's two hours on 2 CPU
-    cores: what the chain of continuations behind ``humanoid_llc_stand_hands`` learned (3,500
-    iterations over five sessions), from the first iteration: pushes of up to 90 N in
-    training, a discount of 0.995, the capture-point reward (weight 2, 3 cm), the sharper
-    hand-position reward (kernels down to 1.5 cm, weight 5 each) with a quarter of the hand
-    targets from the reach box, and the actor's step annealed from 3e-4 to 5e-5 (the chain's
-    hand-made steps) over 1,500 iterations (~3.6 s each alone). The evaluation's settings
+    cores (90 min alone, evaluation included): what the chain of continuations behind the
+    earlier ``humanoid_llc_stand_hands`` (3,500 iterations over five sessions; at 52b59d7 in
+    the history) learned, from the first iteration: pushes of up to 90 N in training, a
+    discount of 0.995, the capture-point reward (weight 2, 3 cm), the sharper hand-position
+    reward (kernels down to 1.5 cm, weight 5 each) with a quarter of the hand targets from the
+    reach box, and the actor's step annealed from 3e-4 to 5e-5 (the chain's hand-made steps)
+    over 1,500 iterations (3.6 s each). Stored as ``STAND_2H_LLC``. The evaluation's settings
     (pushes up to 60 N, half the targets from the reach box) are ``humanoid_llc_stand``'s:
-    evaluate with ``--experiment humanoid_llc_stand`` and this config's ``--set``s
+    evaluate with ``--set env_overrides.push_force=60 env_overrides.command_reach_prob=0.5``
     (docs/results/llc_falls)."""
     stand = humanoid_llc_stand()
     return replace(
@@ -138,6 +139,12 @@ STAND_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand"
 # before (docs/results/llc_falls). The table tasks load it; the walking LLC starts from
 # STAND_LLC, as its committed run did.
 TABLE_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand_push90"
+
+
+# The standing LLC of ``humanoid_llc_stand_2h``, one command from scratch (90 min): falls 1.0 /
+# 1.1 % (training's commands / reachable hand targets, 2,048 episodes at 60 N pushes), hands
+# 1.5 cm and 0.097 rad on reachable targets (docs/results/llc_falls).
+STAND_2H_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand_2h"
 
 
 # Where the walking LLC will be stored once trained (``humanoid_llc_walk_gpu``, below); the

@@ -363,7 +363,7 @@ def stage_llc(parts: Parts, out: str, stop_after: int | None = None,
             params=params, actor_stats=stored.actor_stats,
             critic_stats=stored.critic_stats))  # fmt: skip
     keys = ["reward", "hand_err", "hand_rot_err", "terminations", "base_height", "vel_err",
-            "entropy", "v_loss", "reward_curriculum", "nonfinite_resets", "lr",
+            "entropy", "v_loss", "reward_curriculum", "nonfinite_resets", "actor_lr",
             "approx_kl", "fall_rate", "episode_seconds", "foot_err_moving", "vel_err_moving",
             "progress_ratio", "speed_scale"]  # fmt: skip
     deadline = None if minutes is None else t0 + 60.0 * minutes

@@ -313,7 +313,7 @@ def make_llc_train(env: Env, cfg: LLCConfig) -> tuple[Callable, Callable, Gaussi
             "fall_rate": jnp.sum(tr.terminated) / jnp.maximum(episodes, 1.0),
             "episode_seconds": jnp.sum(info["ended_at"]) * env.dt / jnp.maximum(episodes, 1.0),
             "reward_curriculum": level,
-            "actor_lr": cfg.ppo.lr * lr_scale,
+            "actor_lr": metrics["lr"] * lr_scale,  # the KL-adaptive rate or ppo.lr, annealed
             "speed_scale": state.speed_scale,
             **walk,
             **{k: jnp.mean(v) for k, v in info.items()

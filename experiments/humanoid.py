@@ -60,10 +60,10 @@ for _task in TASKS:
 STAND_ENV = (("command_stand_prob", 1.0), ("command_arm_spread", 1.0))
 
 
-# What sessions 25-29 added to the standing LLC's training, one continuation at a time
+# What sessions 25-29 added to the standing LLC's environment, one continuation at a time
 # (docs/results/llc_falls): harder pushes, the capture-point reward, a sharper hand reward and
 # fewer hand targets from the partly unreachable reach box (``humanoid_llc_stand_2h``).
-STAND_2H_REWARDS = (
+STAND_2H_ENV = (
     ("push_force", 90.0), ("w_capture_point", 2.0), ("sigma_capture_point", 0.03),
     ("sigma_hand_pos", (0.4, 0.1, 0.08, 0.03, 0.015)), ("w_hand_pos", 5.0),
     ("command_reach_prob", 0.25),
@@ -116,7 +116,7 @@ def humanoid_llc_stand_2h() -> ExperimentConfig:
     stand = humanoid_llc_stand()
     return replace(
         stand,
-        env_overrides=(*STAND_ENV, *STAND_2H_REWARDS),
+        env_overrides=(*STAND_ENV, *STAND_2H_ENV),
         **{"llc.iterations": 1500, "llc.lr_final": 5e-5, "llc.ppo.gamma": 0.995},
     )  # fmt: skip
 

@@ -18,6 +18,7 @@ import pytest
 from mujoco import mjx
 
 import experiments
+from experiments.humanoid import STAND_2H_LLC, STAND_LLC, TABLE_LLC
 from refine_dp_jax import envs, pipeline
 from refine_dp_jax.config import replace
 from refine_dp_jax.errors import ConfigError, CorruptArtifactError
@@ -378,14 +379,9 @@ def test_reward_curriculum_ramps_the_penalty_weights():
         assert terms[0.0][k] == terms[1.0][k] > 0
 
 
-# -- the committed standing LLC -----------------------------------------------------------------
-STAND_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand"
-# its continuation against harder pushes (docs/results/llc_falls), which the table tasks load
-TABLE_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand_push90"
-# what that LLC's continuations learned (a discount of 0.995, a capture-point reward, a sharper
-# hand reward; sessions 27-29), from scratch in one command in 90 min (humanoid_llc_stand_2h):
-# the LLC that meets issue 13's targets (falls 1.2 / 1.1 %, hands 1.5 cm, 0.097 rad)
-STAND_2H_LLC = "refine_dp_jax/assets/llc/humanoid_llc_stand_2h"
+# -- the committed standing LLCs (experiments.humanoid's paths: STAND_LLC, the first one;
+# TABLE_LLC, its continuation against harder pushes, which the table tasks load; STAND_2H_LLC,
+# the one-command LLC that meets issue 13's targets: falls 1.2 / 1.1 %, hands 1.5 cm) --------
 
 
 def test_committed_standing_llc_stands_tracks_and_grips():

@@ -103,12 +103,17 @@ class LLCTrainState:
     speed_scale: jax.Array  # [] command curriculum level of the base velocity (LLCConfig)
 
 
+def _ramp(iteration, n: int) -> jax.Array:
+    """[] iteration / n, capped at 1."""
+    return jnp.minimum(jnp.asarray(iteration, jnp.float32) / n, 1.0)
+
+
 def reward_curriculum_level(cfg: LLCConfig, iteration) -> jax.Array:
     """[] the reward curriculum level of PPO iteration ``iteration`` (see LLCConfig)."""
     n = cfg.reward_curriculum_iterations
     if n == 0:
         return jnp.float32(1.0)
-    return jnp.minimum(jnp.asarray(iteration, jnp.float32) / n, 1.0)
+    return _ramp(iteration, n)
 
 
 def actor_lr_scale(cfg: LLCConfig, iteration) -> jax.Array:
@@ -116,8 +121,7 @@ def actor_lr_scale(cfg: LLCConfig, iteration) -> jax.Array:
     1 at the first iteration, ``lr_final / ppo.lr`` at the last and after."""
     if cfg.lr_final == 0.0:
         return jnp.float32(1.0)
-    frac = jnp.minimum(jnp.asarray(iteration, jnp.float32) / max(cfg.iterations - 1, 1), 1.0)
-    return 1.0 + frac * (cfg.lr_final / cfg.ppo.lr - 1.0)
+    return 1.0 + _ramp(iteration, max(cfg.iterations - 1, 1)) * (cfg.lr_final / cfg.ppo.lr - 1.0)
 
 
 def with_reward_level(env: Env) -> Callable:

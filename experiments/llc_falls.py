@@ -35,7 +35,7 @@ import math
 import os
 import time
 
-SECTORS = {"forward": 0.0, "left": 0.5 * math.pi, "backward": math.pi, "right": -0.5 * math.pi}
+from refine_dp_jax.train.llc_eval import PUSH_SECTOR_CENTRES as SECTORS
 
 
 def rows_wanted(
@@ -123,10 +123,8 @@ def plot(result: dict, forces: list[float], sector_force: float, png: str) -> No
         b.set_axis_off()
     pooled = pool_pushes(rows)
     if pooled is not None:
-        from refine_dp_jax.train.llc_eval import PUSH_SECTORS
-
         w = pooled["bin_width"]
-        for name in PUSH_SECTORS:
+        for name in SECTORS:
             pu, fa = (np.asarray(pooled[name][k], float) for k in ("pushes", "falls"))
             ok = pu >= 10  # bins with at least 10 pushes
             x = np.asarray(pooled["bins"])[ok] + 0.5 * w
@@ -143,15 +141,13 @@ def plot(result: dict, forces: list[float], sector_force: float, png: str) -> No
 
 def pool_pushes(rows: dict) -> dict | None:
     """The rows' ``push_recovery`` tallies summed (bins padded to the longest), or None."""
-    from refine_dp_jax.train.llc_eval import PUSH_SECTORS
-
     tables = [r["push_recovery"] for r in rows.values() if "push_recovery" in r]
     if not tables:
         return None
     longest = max(tables, key=lambda t: len(t["bins"]))
     out = {"bins": longest["bins"], "bin_width": longest["bin_width"]}
     n = len(longest["bins"])
-    for name in PUSH_SECTORS:
+    for name in SECTORS:
         out[name] = {
             k: [sum(t[name][k][i] for t in tables if i < len(t[name][k])) for i in range(n)]
             for k in ("pushes", "falls")

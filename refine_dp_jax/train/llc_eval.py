@@ -126,7 +126,14 @@ def push_outcomes(outs: dict, dt: float, window_seconds: float = 3.0) -> dict:
             "fell": fell_in[known], "step": ts[known], "episode": bs[known]}  # fmt: skip
 
 
-PUSH_SECTORS = ("forward", "left", "backward", "right")  # centred on 0, pi/2, pi, -pi/2
+# push directions relative to the robot's heading: the centre of each 90-degree sector (rad)
+PUSH_SECTOR_CENTRES = {
+    "forward": 0.0,
+    "left": 0.5 * np.pi,
+    "backward": np.pi,
+    "right": -0.5 * np.pi,
+}
+PUSH_SECTORS = tuple(PUSH_SECTOR_CENTRES)
 
 
 def push_recovery(outcomes: dict, bin_width: float = 10.0) -> dict:

@@ -18,7 +18,7 @@ import pytest
 from mujoco import mjx
 
 import experiments
-from experiments.humanoid import STAND_2H_LLC, STAND_LLC, TABLE_LLC
+from experiments.humanoid import PUSH90_LLC, STAND_2H_LLC, STAND_LLC
 from refine_dp_jax import envs, pipeline
 from refine_dp_jax.config import replace
 from refine_dp_jax.errors import ConfigError, CorruptArtifactError
@@ -403,7 +403,7 @@ def test_committed_standing_llc_stands_tracks_and_grips():
     # hand targets reachable by construction (random arm joints' forward kinematics)
     env = envs.make(cfg.env, **{**dict(cfg.env_overrides), "command_reach_prob": 0.0})
     run = make_llc_eval(env, 16, cfg.llc.command_hold_steps, policy, record_pushes=True)
-    for folder in (STAND_LLC, TABLE_LLC, STAND_2H_LLC):  # one compiled evaluation for all
+    for folder in (STAND_LLC, PUSH90_LLC, STAND_2H_LLC):  # one compiled evaluation for all
         learner = load_llc(pipeline.resolve_path(folder), parts)
         outs = run(learner, jax.random.PRNGKey(123))
         m = summarize(outs, env.dt)

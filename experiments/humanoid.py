@@ -311,9 +311,13 @@ register("humanoid_table_lift")(
 # place fails under noise that the lift tolerates (planner 85 -> 46 % at 0.03), and on the
 # same DP and 200 episodes 40 iterations went 80.5 -> 88.5 % at 0.015 against 80.5 -> 78.0 %
 # at 0.03 (at 0.015 and 3e-5: 58.5 % at 20)
+# On the one-command LLC (session 30-31, 200 episodes): from 50 demonstrations pre-trained
+# 88.5 % (above the 20-85 % band), DP only 89.0 %, joint 90.0 %; from 30, 76.5 / 81.5
+# / 86.5 % (a joint curve on that DP, 200 other episodes: 76.0 -> 80.5 -> 78.5 -> 80.5 % at
+# 0/20/40/60): 40.
 register("humanoid_table_place")(
     lambda: replace(
-        table_task("table_place", demos=50),
+        table_task("table_place", demos=40),
         **{"dppo.actor_lr": 1e-5, "dppo.sample_std_floor": 0.015},
     )  # fmt: skip
 )

@@ -215,7 +215,7 @@ def humanoid_llc_walk_tiny() -> ExperimentConfig:
 
 
 def table_task(task: str, llc_checkpoint: str = TABLE_LLC, demos: int = 30) -> ExperimentConfig:
-    """REFINE-DP on a humanoid task with a stored LLC (the push-hardened standing LLC for the
+    """REFINE-DP on a humanoid task with a stored LLC (the one-command standing LLC for the
     table tasks), pre-trained on ``demos`` planner demonstrations."""
     stand = humanoid_llc_stand()
     return ExperimentConfig(
@@ -296,7 +296,8 @@ def table_task(task: str, llc_checkpoint: str = TABLE_LLC, demos: int = 30) -> E
 # between the jaws): 11.5 % of the pipeline's 200 at 64 envs, 6.0 % at 128.
 # On the one-command LLC (session 31, the same 20-demo pipeline at 40 iterations): pre-trained
 # 76.5 %, DP only 89.5 %, joint 89.0 % of 200, the DP's stochastic success still rising at
-# iteration 40 (0.75 -> 0.82 over the last 8): 60 iterations.
+# iteration 40 (0.75 -> 0.82 over the last 8): 60 iterations, 76.5 -> 95.0 / 92.0 % (fresh
+# clone, 9a1365e; docs/results/table_lift).
 register("humanoid_table_lift")(
     lambda: replace(
         table_task("table_lift", demos=20),
@@ -314,7 +315,8 @@ register("humanoid_table_lift")(
 # On the one-command LLC (session 30-31, 200 episodes): from 50 demonstrations pre-trained
 # 88.5 % (above the issue's 20-85 % band), DP only 89.0 %, joint 90.0 %; from 30, 76.5 / 81.5
 # / 86.5 % (a joint curve on that DP, 200 other episodes: 76.0 -> 80.5 -> 78.5 -> 80.5 % at
-# 0/20/40/60): 40.
+# 0/20/40/60): 40, 78.0 -> 91.5 % (DP only) / 85.5 % (joint) (fresh clone, d099432;
+# docs/results/table_place).
 register("humanoid_table_place")(
     lambda: replace(
         table_task("table_place", demos=40),

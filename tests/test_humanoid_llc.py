@@ -380,8 +380,8 @@ def test_reward_curriculum_ramps_the_penalty_weights():
 
 
 # -- the committed standing LLCs (experiments.humanoid's paths: STAND_LLC, the first one;
-# TABLE_LLC, its continuation against harder pushes, which the table tasks load; STAND_2H_LLC,
-# the one-command LLC that meets issue 13's targets: falls 1.2 / 1.1 %, hands 1.5 cm) --------
+# PUSH90_LLC, its continuation against harder pushes; STAND_2H_LLC, the one-command LLC that
+# meets issue 13's targets, which the table tasks load: falls 1.0 / 1.1 %, hands 1.5 cm) ------
 
 
 def test_committed_standing_llc_stands_tracks_and_grips():
@@ -391,10 +391,10 @@ def test_committed_standing_llc_stands_tracks_and_grips():
     targets every 1-3 s) stands, tracks and grips as measured on 256 episodes (falls 10.5 %,
     hand 2.8 cm / 0.14 rad, grippers 100 %): at most a quarter of the episodes fall (the zero
     residual: 93 %), hands within 4 cm / 0.2 rad (medians), grippers follow the command. The
-    same for its continuation against harder pushes, which the table tasks load (falls 3.2 % of
-    1,024 episodes with the training's commands), and for the one-command LLC that meets the
-    issue's targets (falls 1.1 % on reachable targets, hands 1.5 cm and 0.097 rad): at most
-    one fall and hands within 2.5 cm and 0.13 rad on these episodes."""
+    same for its continuation against harder pushes (falls 3.2 % of 1,024 episodes with the
+    training's commands), and for the one-command LLC that meets the issue's targets and that
+    the table tasks load (falls 1.1 % on reachable targets, hands 1.5 cm and 0.097 rad): at
+    most one fall and hands within 2.5 cm and 0.13 rad on these episodes."""
     from refine_dp_jax.train.llc_eval import make_llc_eval, push_outcomes, summarize
 
     cfg = experiments.get("humanoid_llc_stand")

@@ -304,7 +304,7 @@ register("humanoid_table_lift")(
         **{"finetune.num_envs": 128, "finetune.iterations": 60},
     )  # fmt: skip
 )
-# table_place: 50 demonstrations (the paper's headline count; on the push90 LLC, 200 episodes
+# table_place on the push90 LLC: 50 demonstrations (the paper's headline count; 200 episodes
 # at the widened ranges: from 30, pre-trained 76.5 %, DP only 79.5 %, joint 85.0 %; from 50,
 # 83.0 / 92.5 / 86.5 %: docs/results/table_place); DPPO at 1e-5 (at the lift's 3e-5 its 77.5 %
 # pre-trained DP fell to 66.5 % of 200 episodes in 40 iterations; at 1e-5, with or without the

@@ -318,7 +318,7 @@ register("humanoid_table_lift")(
 # 0/20/40/60): 40, 78.0 -> 91.5 % (DP only) / 85.5 % (joint) (fresh clone, d099432;
 # docs/results/table_place), 89.1 / 84.3 % of 1,000. Fine-tuned from 128 environments per
 # iteration, as the lift (the same one Adam step on twice the batch; session 32, the same
-# 40-demo DP): 78.0 -> 92.5 / 91.0 % of 200, 40.8 min clone to result alone.
+# 40-demo DP): 78.0 -> 92.5 / 91.0 % of 200 (91.8 / 87.5 % of 1,000), 40.8 min alone.
 register("humanoid_table_place")(
     lambda: replace(
         table_task("table_place", demos=40),
